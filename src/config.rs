@@ -1,1 +1,629 @@
+//! Typed settings from flags, environment and an optional `.env`, validated at start-up.
+//!
+//! Every setting is read as text first (flag, then environment, then `.env`, then the default) and
+//! validated in one pass, so that an operator sees **every** bad or missing field at once, each with
+//! its name and the reason. The binary prints them and exits with status 2.
 
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use clap::Args;
+use serde::Serialize;
+use url::Url;
+
+/// Default database: an SQLite file in the working directory, created if missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://fluxora.db";
+/// Where the Fluxora frontend looks for its backend by default.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8787";
+/// Stellar classic assets (and so USDC through its SAC) have 7 decimals.
+pub const DEFAULT_TOKEN_DECIMALS: u32 = 7;
+/// Ledgers below `tip - FINALITY_DEPTH` are treated as final.
+pub const DEFAULT_FINALITY_DEPTH: u32 = 16;
+/// Largest finality window accepted (about a week of ledgers at 5 s).
+pub const MAX_FINALITY_DEPTH: u32 = 120_960;
+/// `i128::MAX` has 39 digits; more decimals than that would make every amount `0.000…`.
+pub const MAX_TOKEN_DECIMALS: u32 = 38;
+/// Shortest admin key accepted: anything shorter is guessable.
+pub const MIN_ADMIN_KEY_LEN: usize = 16;
+
+/// The raw settings as clap sees them: every value is text so that validation can report all
+/// problems together instead of stopping at the first one.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RawSettings {
+    /// Database URL: `sqlite://PATH` (created if missing) or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Chain source: `horizon` or `rpc`.
+    #[arg(long, env = "SOURCE", global = true)]
+    pub source: Option<String>,
+    /// Horizon base URL (needed when SOURCE=horizon).
+    #[arg(long, env = "HORIZON_URL", global = true)]
+    pub horizon_url: Option<String>,
+    /// Stellar RPC URL (needed when SOURCE=rpc).
+    #[arg(long, env = "STELLAR_RPC_URL", global = true)]
+    pub stellar_rpc_url: Option<String>,
+    /// The Fluxora stream contract id (`C…` strkey).
+    #[arg(long, env = "CONTRACT_ID", global = true)]
+    pub contract_id: Option<String>,
+    /// The network passphrase, e.g. `Test SDF Network ; September 2015`.
+    #[arg(long, env = "NETWORK_PASSPHRASE", global = true)]
+    pub network_passphrase: Option<String>,
+    /// First ledger to ingest when the store has no cursor yet.
+    #[arg(long, env = "START_LEDGER", global = true)]
+    pub start_ledger: Option<String>,
+    /// Ledgers behind the tip that may still be rolled back.
+    #[arg(long, env = "FINALITY_DEPTH", global = true)]
+    pub finality_depth: Option<String>,
+    /// Decimals of the streamed token (default 7).
+    #[arg(long, env = "TOKEN_DECIMALS", global = true)]
+    pub token_decimals: Option<String>,
+    /// Address the HTTP server listens on (default 127.0.0.1:8787).
+    #[arg(long, env = "LISTEN_ADDR", global = true)]
+    pub listen_addr: Option<String>,
+    /// Bearer key for the admin API (at least 16 characters).
+    #[arg(long, env = "ADMIN_API_KEY", global = true, hide_env_values = true)]
+    pub admin_api_key: Option<String>,
+    /// Log format: `json` (production) or `pretty`.
+    #[arg(long, env = "LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// Log filter, `tracing` env-filter syntax (default `info`).
+    #[arg(long, env = "LOG_LEVEL", global = true)]
+    pub log_level: Option<String>,
+}
+
+/// Which chain source the ingestor reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Horizon,
+    Rpc,
+}
+
+impl FromStr for SourceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "horizon" => Ok(Self::Horizon),
+            "rpc" => Ok(Self::Rpc),
+            other => Err(format!("must be `horizon` or `rpc`, got `{other}`")),
+        }
+    }
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            other => Err(format!("must be `json` or `pretty`, got `{other}`")),
+        }
+    }
+}
+
+/// A parsed database URL; the scheme picks the store.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://path`, `sqlite:path` or `sqlite::memory:`.
+    Sqlite(String),
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses a database URL, choosing the backend by scheme.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err("is empty".into());
+        }
+        if let Some(rest) = raw.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            if path.is_empty() {
+                return Err("names no SQLite file (expected `sqlite://PATH`)".into());
+            }
+            return Ok(Self::Sqlite(raw.to_string()));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            let url = Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?;
+            if url.host_str().unwrap_or("").is_empty() {
+                return Err("has no host".into());
+            }
+            return Ok(Self::Postgres(raw.to_string()));
+        }
+        let scheme = raw.split(':').next().unwrap_or(raw);
+        Err(format!(
+            "has unsupported scheme `{scheme}` (expected `sqlite://PATH` or `postgres://…`)"
+        ))
+    }
+
+    /// The URL with any password replaced, safe to log.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(s) => s.clone(),
+            Self::Postgres(s) => match Url::parse(s) {
+                Ok(mut u) => {
+                    if u.password().is_some() {
+                        let _ = u.set_password(Some("***"));
+                    }
+                    u.to_string()
+                }
+                Err(_) => "postgres://***".into(),
+            },
+        }
+    }
+
+    /// The backend name, `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+/// A secret string: never printed, never serialized in clear.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value, for the one place that must compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// A Soroban contract id, checked as a `C…` strkey (checksum included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ContractId(String);
+
+impl ContractId {
+    /// Parses and checks a `C…` strkey.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        match stellar_strkey::Strkey::from_string(raw) {
+            Ok(stellar_strkey::Strkey::Contract(_)) => Ok(Self(raw.to_string())),
+            Ok(_) => Err(format!(
+                "`{raw}` is a valid strkey but not a contract id (`C…`)"
+            )),
+            Err(e) => Err(format!("`{raw}` is not a valid contract strkey: {e}")),
+        }
+    }
+    /// The strkey text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks a Stellar address (`G…` account, `M…` muxed account or `C…` contract), checksum included.
+pub fn check_address(raw: &str) -> Result<(), String> {
+    match stellar_strkey::Strkey::from_string(raw) {
+        Ok(stellar_strkey::Strkey::PublicKeyEd25519(_))
+        | Ok(stellar_strkey::Strkey::MuxedAccountEd25519(_))
+        | Ok(stellar_strkey::Strkey::Contract(_)) => Ok(()),
+        Ok(_) => Err(format!(
+            "`{raw}` is a strkey but not an address (expected `G…`, `M…` or `C…`)"
+        )),
+        Err(e) => Err(format!("`{raw}` is not a valid Stellar address: {e}")),
+    }
+}
+
+/// What a command needs beyond the database and logging.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    /// The command reads a real chain: source, its URL, contract id and passphrase are required.
+    pub chain: bool,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    pub source: SourceKind,
+    pub horizon_url: Option<Url>,
+    pub stellar_rpc_url: Option<Url>,
+    pub contract_id: Option<ContractId>,
+    pub network_passphrase: Option<String>,
+    pub start_ledger: Option<u32>,
+    pub finality_depth: u32,
+    pub token_decimals: u32,
+    pub listen_addr: SocketAddr,
+    pub admin_api_key: Option<Secret>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// One invalid or missing setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The environment name of the setting, e.g. `DATABASE_URL`.
+    pub name: &'static str,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// Every problem found in the settings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(
+                f,
+                "  {} (--{}): {}",
+                e.name,
+                e.name.to_ascii_lowercase().replace('_', "-"),
+                e.reason
+            )?;
+        }
+        Ok(())
+    }
+}
+
+struct Collector(Vec<FieldError>);
+
+impl Collector {
+    fn push(&mut self, name: &'static str, reason: impl Into<String>) {
+        self.0.push(FieldError {
+            name,
+            reason: reason.into(),
+        });
+    }
+    fn parse<T>(
+        &mut self,
+        name: &'static str,
+        raw: Option<&str>,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = raw?;
+        match f(raw) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.push(name, reason);
+                None
+            }
+        }
+    }
+}
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_u32_in(raw: &str, min: u32, max: u32) -> Result<u32, String> {
+    let n: u64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a whole number"))?;
+    if n < u64::from(min) || n > u64::from(max) {
+        return Err(format!("{n} is out of range {min}..={max}"));
+    }
+    u32::try_from(n).map_err(|_| format!("{n} is out of range {min}..={max}"))
+}
+
+fn parse_http_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("`{raw}` is not a valid URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" => {}
+        s => return Err(format!("scheme `{s}` is not http or https")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{raw}` has no host"));
+    }
+    Ok(url)
+}
+
+impl RawSettings {
+    /// Validates every field and returns the settings, or every problem found.
+    pub fn validate(&self, needs: Needs) -> Result<Settings, ConfigErrors> {
+        let mut c = Collector(Vec::new());
+
+        let database_url = c.parse(
+            "DATABASE_URL",
+            Some(non_empty(&self.database_url).unwrap_or(DEFAULT_DATABASE_URL)),
+            DatabaseUrl::parse,
+        );
+        let source = c.parse(
+            "SOURCE",
+            Some(non_empty(&self.source).unwrap_or("rpc")),
+            SourceKind::from_str,
+        );
+        let horizon_url = c.parse("HORIZON_URL", non_empty(&self.horizon_url), parse_http_url);
+        let stellar_rpc_url = c.parse(
+            "STELLAR_RPC_URL",
+            non_empty(&self.stellar_rpc_url),
+            parse_http_url,
+        );
+        let contract_id = c.parse(
+            "CONTRACT_ID",
+            non_empty(&self.contract_id),
+            ContractId::parse,
+        );
+        let network_passphrase = non_empty(&self.network_passphrase).map(str::to_string);
+        let start_ledger = c.parse("START_LEDGER", non_empty(&self.start_ledger), |r| {
+            parse_u32_in(r, 1, u32::MAX)
+        });
+        let finality_depth = match non_empty(&self.finality_depth) {
+            None => Some(DEFAULT_FINALITY_DEPTH),
+            raw => c.parse("FINALITY_DEPTH", raw, |r| {
+                parse_u32_in(r, 0, MAX_FINALITY_DEPTH)
+            }),
+        };
+        let token_decimals = match non_empty(&self.token_decimals) {
+            None => Some(DEFAULT_TOKEN_DECIMALS),
+            raw => c.parse("TOKEN_DECIMALS", raw, |r| {
+                parse_u32_in(r, 0, MAX_TOKEN_DECIMALS)
+            }),
+        };
+        let listen_addr = c.parse(
+            "LISTEN_ADDR",
+            Some(non_empty(&self.listen_addr).unwrap_or(DEFAULT_LISTEN_ADDR)),
+            |r| {
+                r.parse::<SocketAddr>()
+                    .map_err(|_| format!("`{r}` is not a socket address like 127.0.0.1:8787"))
+            },
+        );
+        let admin_api_key = c.parse("ADMIN_API_KEY", non_empty(&self.admin_api_key), |r| {
+            if r.chars().count() < MIN_ADMIN_KEY_LEN {
+                Err(format!(
+                    "is too short ({} characters; at least {MIN_ADMIN_KEY_LEN} required)",
+                    r.chars().count()
+                ))
+            } else {
+                Ok(Secret(r.to_string()))
+            }
+        });
+        let log_format = c.parse(
+            "LOG_FORMAT",
+            Some(non_empty(&self.log_format).unwrap_or("pretty")),
+            LogFormat::from_str,
+        );
+        let log_level = non_empty(&self.log_level)
+            .unwrap_or("info,sqlx=warn")
+            .to_string();
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            c.push(
+                "LOG_LEVEL",
+                format!("`{log_level}` is not a valid filter: {e}"),
+            );
+        }
+
+        if needs.chain {
+            match source {
+                Some(SourceKind::Horizon)
+                    if self
+                        .horizon_url
+                        .as_deref()
+                        .is_none_or(|s| s.trim().is_empty()) =>
+                {
+                    c.push("HORIZON_URL", "is required when SOURCE=horizon")
+                }
+                Some(SourceKind::Rpc)
+                    if self
+                        .stellar_rpc_url
+                        .as_deref()
+                        .is_none_or(|s| s.trim().is_empty()) =>
+                {
+                    c.push("STELLAR_RPC_URL", "is required when SOURCE=rpc")
+                }
+                _ => {}
+            }
+            if non_empty(&self.contract_id).is_none() {
+                c.push(
+                    "CONTRACT_ID",
+                    "is required (the Fluxora contract's `C…` id)",
+                );
+            }
+            if network_passphrase.is_none() {
+                c.push(
+                    "NETWORK_PASSPHRASE",
+                    "is required (e.g. `Test SDF Network ; September 2015`)",
+                );
+            }
+        }
+
+        match (
+            database_url,
+            source,
+            finality_depth,
+            token_decimals,
+            listen_addr,
+            log_format,
+        ) {
+            (Some(database_url), Some(source), Some(fd), Some(td), Some(la), Some(lf))
+                if c.0.is_empty() =>
+            {
+                Ok(Settings {
+                    database_url,
+                    source,
+                    horizon_url,
+                    stellar_rpc_url,
+                    contract_id,
+                    network_passphrase,
+                    start_ledger,
+                    finality_depth: fd,
+                    token_decimals: td,
+                    listen_addr: la,
+                    admin_api_key,
+                    log_format: lf,
+                    log_level,
+                })
+            }
+            _ => Err(ConfigErrors(c.0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTRACT: &str = "CDLZFC3SYJYDZT7K67VZ75HPJVIEUVNIXF47ZG2FB2RMQQVU2HHGCYSC";
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = RawSettings::default().validate(Needs::default()).unwrap();
+        assert_eq!(
+            s.database_url,
+            DatabaseUrl::Sqlite("sqlite://fluxora.db".into())
+        );
+        assert_eq!(s.token_decimals, 7);
+        assert_eq!(s.listen_addr.to_string(), "127.0.0.1:8787");
+        assert_eq!(s.source, SourceKind::Rpc);
+        assert_eq!(s.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let raw = RawSettings {
+            database_url: Some("mysql://x".into()),
+            source: Some("ftp".into()),
+            horizon_url: Some("not a url".into()),
+            stellar_rpc_url: Some("ftp://host".into()),
+            // checksum broken: last character changed
+            contract_id: Some(format!("{}A", &CONTRACT[..CONTRACT.len() - 1])),
+            network_passphrase: None,
+            start_ledger: Some("0".into()),
+            finality_depth: Some("-3".into()),
+            token_decimals: Some("39".into()),
+            listen_addr: Some("localhost".into()),
+            admin_api_key: Some("short".into()),
+            log_format: Some("xml".into()),
+            log_level: Some("info,[".into()),
+        };
+        let errs = raw.validate(Needs { chain: true }).unwrap_err();
+        let names: Vec<_> = errs.0.iter().map(|e| e.name).collect();
+        for n in [
+            "DATABASE_URL",
+            "SOURCE",
+            "HORIZON_URL",
+            "STELLAR_RPC_URL",
+            "CONTRACT_ID",
+            "NETWORK_PASSPHRASE",
+            "START_LEDGER",
+            "FINALITY_DEPTH",
+            "TOKEN_DECIMALS",
+            "LISTEN_ADDR",
+            "ADMIN_API_KEY",
+            "LOG_FORMAT",
+            "LOG_LEVEL",
+        ] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        let text = errs.to_string();
+        assert!(text.contains("--database-url"));
+        assert!(!text.contains("short\n"), "secret value must not be echoed");
+    }
+
+    #[test]
+    fn chain_commands_require_source_fields() {
+        let errs = RawSettings::default()
+            .validate(Needs { chain: true })
+            .unwrap_err();
+        let names: Vec<_> = errs.0.iter().map(|e| e.name).collect();
+        assert_eq!(
+            names,
+            ["STELLAR_RPC_URL", "CONTRACT_ID", "NETWORK_PASSPHRASE"]
+        );
+        let raw = RawSettings {
+            source: Some("horizon".into()),
+            ..Default::default()
+        };
+        let errs = raw.validate(Needs { chain: true }).unwrap_err();
+        assert_eq!(errs.0[0].name, "HORIZON_URL");
+    }
+
+    #[test]
+    fn full_chain_config_is_accepted() {
+        let raw = RawSettings {
+            database_url: Some("postgres://postgres:pw@127.0.0.1:5432/test".into()),
+            stellar_rpc_url: Some("https://soroban-testnet.stellar.org".into()),
+            contract_id: Some(CONTRACT.into()),
+            network_passphrase: Some("Test SDF Network ; September 2015".into()),
+            start_ledger: Some("4294967295".into()),
+            admin_api_key: Some("0123456789abcdef".into()),
+            log_format: Some("JSON".into()),
+            ..Default::default()
+        };
+        let s = raw.validate(Needs { chain: true }).unwrap();
+        assert_eq!(s.start_ledger, Some(u32::MAX));
+        assert_eq!(s.log_format, LogFormat::Json);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("pw@"), "password leaked: {json}");
+        assert!(!json.contains("0123456789abcdef"), "admin key leaked");
+        assert!(format!("{s:?}").contains("Secret(***)"));
+    }
+
+    #[test]
+    fn strkeys_are_checked() {
+        let account = stellar_strkey::ed25519::PublicKey([7u8; 32])
+            .to_string()
+            .as_str()
+            .to_string();
+        assert!(ContractId::parse(CONTRACT).is_ok());
+        assert!(ContractId::parse(&account).is_err());
+        assert!(check_address(&account).is_ok());
+        assert!(check_address(CONTRACT).is_ok());
+        // flip one character: the checksum must catch it
+        let mut broken = account.clone().into_bytes();
+        let i = broken.len() - 3;
+        broken[i] = if broken[i] == b'A' { b'B' } else { b'A' };
+        assert!(check_address(&String::from_utf8(broken).unwrap()).is_err());
+    }
+
+    #[test]
+    fn database_urls() {
+        assert!(matches!(
+            DatabaseUrl::parse("sqlite::memory:"),
+            Ok(DatabaseUrl::Sqlite(_))
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("sqlite:data.db"),
+            Ok(DatabaseUrl::Sqlite(_))
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("postgresql://u@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert!(DatabaseUrl::parse("redis://h")
+            .unwrap_err()
+            .contains("redis"));
+    }
+}

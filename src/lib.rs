@@ -1,3 +1,7 @@
-//! Fluxora stream ledger: an event-sourced indexer for the Fluxora token-streaming contract.
+//! Fluxora stream ledger: an event-sourced indexer for the Fluxora token-streaming contract on
+//! Stellar (Soroban). See `DESIGN` notes in the README.
+pub mod cli;
 pub mod config;
 pub mod store;
+pub mod telemetry;
+pub mod testing;

@@ -1,0 +1,583 @@
+//! PostgreSQL event store. Writers serialize on a transaction-scoped advisory lock, so positions
+//! stay gap-free even with several writer processes; bulk inserts go through `UNNEST`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Advisory lock key every writer takes ("Flux" in ASCII).
+pub const WRITER_LOCK: i64 = 0x466c_7578;
+
+/// The PostgreSQL store.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let open_err = |e: sqlx::Error| StoreError::Open {
+            url: crate::config::DatabaseUrl::Postgres(url.to_string()).redacted(),
+            reason: e.to_string(),
+        };
+        let opts = PgConnectOptions::from_str(url).map_err(open_err)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(open_err)?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for modules that add their own tables in later migrations.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_writer(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITER_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+}
+
+fn event_row(r: &PgRow) -> Result<StoredEvent, StoreError> {
+    EventRow {
+        position: r.try_get(0)?,
+        event_id: r.try_get(1)?,
+        ledger: r.try_get(2)?,
+        tx_hash: r.try_get(3)?,
+        tx_order: r.try_get(4)?,
+        op_index: r.try_get(5)?,
+        event_index: r.try_get(6)?,
+        contract_id: r.try_get(7)?,
+        topic: r.try_get(8)?,
+        stream_id: r.try_get(9)?,
+        decoded: r.try_get(10)?,
+        topic_xdr: r.try_get(11)?,
+        data_xdr: r.try_get(12)?,
+        function: r.try_get(13)?,
+    }
+    .into_event()
+}
+
+fn ledger_row(r: &PgRow) -> Result<LedgerRecord, StoreError> {
+    ledger_from_row(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)
+}
+
+fn reorg_row(r: &PgRow) -> Result<ReorgRecord, StoreError> {
+    let u32_of = |i: usize| -> Result<u32, StoreError> {
+        let v: i64 = r.try_get(i)?;
+        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("reorg column {i}: {v}")))
+    };
+    let u64_of = |i: usize| -> Result<u64, StoreError> {
+        let v: i64 = r.try_get(i)?;
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("reorg column {i}: {v}")))
+    };
+    Ok(ReorgRecord {
+        id: r.try_get(0)?,
+        fork_ledger: u32_of(1)?,
+        old_tip: u32_of(2)?,
+        old_hash: r.try_get(3)?,
+        new_hash: r.try_get(4)?,
+        depth: u32_of(5)?,
+        events_removed: u64_of(6)?,
+        first_position: r.try_get(7)?,
+        last_position: r.try_get(8)?,
+        streams_affected: parse_streams(&r.try_get::<String, _>(9)?)?,
+        reason: r.try_get(10)?,
+        epoch: u64_of(11)?,
+        created_at: r.try_get(12)?,
+    })
+}
+
+const REORG_COLUMNS: &str = "id, fork_ledger, old_tip, old_hash, new_hash, depth, events_removed, \
+     first_position, last_position, streams_affected, reason, epoch, created_at";
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn append(&self, batch: &AppendBatch) -> Result<AppendOutcome, StoreError> {
+        let (events, dup_in_batch) = validate_batch(batch)?;
+        let mut tx = self.begin_writer().await?;
+
+        let mut stored = HashMap::new();
+        if let (Some(first), Some(last)) = (batch.ledgers.first(), batch.ledgers.last()) {
+            let rows =
+                sqlx::query("SELECT sequence, hash FROM ledgers WHERE sequence BETWEEN $1 AND $2")
+                    .bind(i64::from(first.sequence) - 1)
+                    .bind(i64::from(last.sequence))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for r in rows {
+                let seq: i64 = r.try_get(0)?;
+                stored.insert(seq as u32, r.try_get::<String, _>(1)?);
+            }
+        }
+        let new_ledgers = ledgers_to_insert(batch, &stored)?;
+        let now = now_ms();
+        if !new_ledgers.is_empty() {
+            sqlx::query(
+                "INSERT INTO ledgers (sequence, hash, prev_hash, close_time, ingested_at) \
+                 SELECT s, h, p, c, $5 FROM UNNEST($1::bigint[], $2::text[], $3::text[], \
+                 $4::bigint[]) AS t(s, h, p, c)",
+            )
+            .bind(
+                new_ledgers
+                    .iter()
+                    .map(|l| i64::from(l.sequence))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_ledgers
+                    .iter()
+                    .map(|l| l.hash.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_ledgers
+                    .iter()
+                    .map(|l| l.prev_hash.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(new_ledgers.iter().map(|l| l.close_time).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let existing: HashSet<String> = if ids.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar("SELECT event_id FROM events WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let fresh: Vec<&NewEvent> = events
+            .into_iter()
+            .filter(|e| !existing.contains(&e.event_id))
+            .collect();
+        let duplicates = dup_in_batch + existing.len();
+
+        let (last_pos, last_ledger): (i64, Option<i64>) = {
+            let r =
+                sqlx::query("SELECT position, ledger FROM events ORDER BY position DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match r {
+                Some(r) => (r.try_get(0)?, Some(r.try_get(1)?)),
+                None => (0, None),
+            }
+        };
+        let in_batch: HashSet<u32> = batch.ledgers.iter().map(|l| l.sequence).collect();
+        let mut outside: Vec<i64> = Vec::new();
+        for e in &fresh {
+            if let Some(ll) = last_ledger {
+                if i64::from(e.ledger) < ll {
+                    return Err(StoreError::InvalidBatch(format!(
+                        "event {} is for ledger {}, older than ledger {} of the last stored event: \
+                         positions must follow ledger order",
+                        e.event_id, e.ledger, ll
+                    )));
+                }
+            }
+            if !in_batch.contains(&e.ledger) && !outside.contains(&i64::from(e.ledger)) {
+                outside.push(i64::from(e.ledger));
+            }
+        }
+        if !outside.is_empty() {
+            let found: HashSet<i64> =
+                sqlx::query_scalar("SELECT sequence FROM ledgers WHERE sequence = ANY($1)")
+                    .bind(&outside)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+            if let Some(e) = fresh
+                .iter()
+                .find(|e| !in_batch.contains(&e.ledger) && !found.contains(&i64::from(e.ledger)))
+            {
+                return Err(StoreError::UnknownLedger {
+                    event_id: e.event_id.clone(),
+                    ledger: e.ledger,
+                });
+            }
+        }
+
+        let n = fresh.len();
+        if n > 0 {
+            let mut topic_xdr = Vec::with_capacity(n);
+            for e in &fresh {
+                topic_xdr.push(
+                    serde_json::to_string(&e.topic_xdr)
+                        .map_err(|x| StoreError::InvalidBatch(format!("topic_xdr: {x}")))?,
+                );
+            }
+            sqlx::query(&format!(
+                "INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM UNNEST(\
+                 $1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], \
+                 $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+                 $13::text[], $14::text[])"
+            ))
+            .bind((1..=n as i64).map(|i| last_pos + i).collect::<Vec<_>>())
+            .bind(fresh.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>())
+            .bind(
+                fresh
+                    .iter()
+                    .map(|e| i64::from(e.ledger))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(fresh.iter().map(|e| e.tx_hash.clone()).collect::<Vec<_>>())
+            .bind(
+                fresh
+                    .iter()
+                    .map(|e| i64::from(e.tx_order))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                fresh
+                    .iter()
+                    .map(|e| i64::from(e.op_index))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                fresh
+                    .iter()
+                    .map(|e| i64::from(e.event_index))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                fresh
+                    .iter()
+                    .map(|e| e.contract_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(fresh.iter().map(|e| e.topic.clone()).collect::<Vec<_>>())
+            .bind(
+                fresh
+                    .iter()
+                    .map(|e| e.stream_id.map(|s| s.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                fresh
+                    .iter()
+                    .map(|e| e.decoded.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(topic_xdr)
+            .bind(fresh.iter().map(|e| e.data_xdr.clone()).collect::<Vec<_>>())
+            .bind(fresh.iter().map(|e| e.function.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if let Some(c) = &batch.cursor {
+            sqlx::query(
+                "INSERT INTO ingest_cursor (id, ledger, hash, updated_at) VALUES (1, $1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET ledger = excluded.ledger, hash = excluded.hash, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(i64::from(c.ledger))
+            .bind(&c.hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(AppendOutcome {
+            appended: n,
+            duplicates,
+            ledgers_added: new_ledgers.len(),
+            first_position: (n > 0).then_some(last_pos + 1),
+            last_position: (n > 0).then_some(last_pos + n as i64),
+        })
+    }
+
+    async fn rollback_to(&self, req: &RollbackRequest) -> Result<RollbackReport, StoreError> {
+        let fork = i64::from(req.fork_ledger);
+        let mut tx = self.begin_writer().await?;
+        let removed_ledgers = sqlx::query(
+            "SELECT sequence, hash, prev_hash, close_time FROM ledgers WHERE sequence > $1 \
+             ORDER BY sequence",
+        )
+        .bind(fork)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(ledger_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let epoch: String = sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'epoch'")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut epoch: u64 = epoch
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("epoch `{epoch}`")))?;
+
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream_id FROM events WHERE ledger > $1 ORDER BY position",
+        )
+        .bind(fork)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut removed_event_ids = Vec::with_capacity(rows.len());
+        let mut streams = BTreeSet::new();
+        let mut first = None;
+        let mut last = None;
+        for r in &rows {
+            let p: i64 = r.try_get(0)?;
+            first.get_or_insert(p);
+            last = Some(p);
+            removed_event_ids.push(r.try_get::<String, _>(1)?);
+            if let Some(s) = r.try_get::<Option<String>, _>(2)? {
+                streams.insert(
+                    s.parse::<u64>()
+                        .map_err(|_| StoreError::Corrupt(format!("stream_id `{s}`")))?,
+                );
+            }
+        }
+
+        let fork_hash: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM ledgers WHERE sequence = $1")
+                .bind(fork)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match &fork_hash {
+            Some(h) => {
+                sqlx::query(
+                    "INSERT INTO ingest_cursor (id, ledger, hash, updated_at) \
+                     VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET \
+                     ledger = excluded.ledger, hash = excluded.hash, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(fork)
+                .bind(h)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM ingest_cursor WHERE ledger > $1")
+                    .bind(fork)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+
+        let mut reorg_id = None;
+        if let (Some(first_l), Some(last_l)) = (removed_ledgers.first(), removed_ledgers.last()) {
+            sqlx::query("DELETE FROM events WHERE ledger > $1")
+                .bind(fork)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM ledgers WHERE sequence > $1")
+                .bind(fork)
+                .execute(&mut *tx)
+                .await?;
+            epoch += 1;
+            sqlx::query("UPDATE store_meta SET value = $1 WHERE key = 'epoch'")
+                .bind(epoch.to_string())
+                .execute(&mut *tx)
+                .await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO reorgs (fork_ledger, old_tip, old_hash, new_hash, depth, \
+                 events_removed, first_position, last_position, streams_affected, reason, epoch, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 RETURNING id",
+            )
+            .bind(fork)
+            .bind(i64::from(last_l.sequence))
+            .bind(&first_l.hash)
+            .bind(&req.new_hash)
+            .bind(removed_ledgers.len() as i64)
+            .bind(removed_event_ids.len() as i64)
+            .bind(first)
+            .bind(last)
+            .bind(streams_json(&streams))
+            .bind(&req.reason)
+            .bind(epoch as i64)
+            .bind(now_ms())
+            .fetch_one(&mut *tx)
+            .await?;
+            reorg_id = Some(id);
+        }
+        tx.commit().await?;
+        Ok(RollbackReport {
+            fork_ledger: req.fork_ledger,
+            removed_ledgers,
+            removed_event_ids,
+            first_removed_position: first,
+            last_removed_position: last,
+            streams_affected: streams.into_iter().collect(),
+            epoch,
+            reorg_id,
+        })
+    }
+
+    async fn events_after(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_row)
+        .collect()
+    }
+
+    async fn stream_events(
+        &self,
+        stream_id: u64,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND position > $2 \
+             ORDER BY position LIMIT $3"
+        ))
+        .bind(stream_id.to_string())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_row)
+        .collect()
+    }
+
+    async fn event_by_id(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+        ))
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(event_row)
+        .transpose()
+    }
+
+    async fn ledger(&self, sequence: u32) -> Result<Option<LedgerRecord>, StoreError> {
+        sqlx::query("SELECT sequence, hash, prev_hash, close_time FROM ledgers WHERE sequence = $1")
+            .bind(i64::from(sequence))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(ledger_row)
+            .transpose()
+    }
+
+    async fn ledgers(&self, from: u32, to: u32) -> Result<Vec<LedgerRecord>, StoreError> {
+        sqlx::query(
+            "SELECT sequence, hash, prev_hash, close_time FROM ledgers \
+             WHERE sequence BETWEEN $1 AND $2 ORDER BY sequence",
+        )
+        .bind(i64::from(from))
+        .bind(i64::from(to))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(ledger_row)
+        .collect()
+    }
+
+    async fn tip(&self) -> Result<Option<LedgerRecord>, StoreError> {
+        sqlx::query(
+            "SELECT sequence, hash, prev_hash, close_time FROM ledgers \
+             ORDER BY sequence DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(ledger_row)
+        .transpose()
+    }
+
+    async fn cursor(&self) -> Result<Option<Cursor>, StoreError> {
+        let r = sqlx::query("SELECT ledger, hash FROM ingest_cursor WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        match r {
+            None => Ok(None),
+            Some(r) => {
+                let l: i64 = r.try_get(0)?;
+                Ok(Some(Cursor {
+                    ledger: u32::try_from(l)
+                        .map_err(|_| StoreError::Corrupt(format!("cursor ledger {l}")))?,
+                    hash: r.try_get(1)?,
+                }))
+            }
+        }
+    }
+
+    async fn last_position(&self) -> Result<Position, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::bigint FROM events")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn event_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn epoch(&self) -> Result<u64, StoreError> {
+        let v: String = sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'epoch'")
+            .fetch_one(&self.pool)
+            .await?;
+        v.parse()
+            .map_err(|_| StoreError::Corrupt(format!("epoch `{v}`")))
+    }
+
+    async fn reorgs(&self, limit: u32) -> Result<Vec<ReorgRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {REORG_COLUMNS} FROM reorgs ORDER BY id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(reorg_row)
+        .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,551 @@
+//! SQLite event store: the embedded default. WAL, `synchronous=NORMAL`, one writer connection
+//! (`BEGIN IMMEDIATE`, so a second process waits instead of interleaving), pooled readers.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Rows per multi-row INSERT (14 columns each; SQLite allows 32,766 parameters).
+const INSERT_CHUNK: usize = 500;
+/// Ids per `IN (…)` lookup.
+const LOOKUP_CHUNK: usize = 900;
+
+/// The SQLite store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://PATH`, `sqlite::memory:`).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let open_err = |e: sqlx::Error| StoreError::Open {
+            url: url.to_string(),
+            reason: e.to_string(),
+        };
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts.clone())
+            .await
+            .map_err(open_err)?;
+        // An in-memory database exists once per connection: readers must share the writer's.
+        let reader = if memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts.read_only(false))
+                .await
+                .map_err(open_err)?
+        };
+        Ok(Self { writer, reader })
+    }
+
+    /// The writer pool, for modules that add their own tables in later migrations.
+    pub fn writer_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The reader pool.
+    pub fn reader_pool(&self) -> &SqlitePool {
+        &self.reader
+    }
+}
+
+fn event_row(r: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    EventRow {
+        position: r.try_get(0)?,
+        event_id: r.try_get(1)?,
+        ledger: r.try_get(2)?,
+        tx_hash: r.try_get(3)?,
+        tx_order: r.try_get(4)?,
+        op_index: r.try_get(5)?,
+        event_index: r.try_get(6)?,
+        contract_id: r.try_get(7)?,
+        topic: r.try_get(8)?,
+        stream_id: r.try_get(9)?,
+        decoded: r.try_get(10)?,
+        topic_xdr: r.try_get(11)?,
+        data_xdr: r.try_get(12)?,
+        function: r.try_get(13)?,
+    }
+    .into_event()
+}
+
+fn ledger_row(r: &SqliteRow) -> Result<LedgerRecord, StoreError> {
+    ledger_from_row(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)
+}
+
+fn reorg_row(r: &SqliteRow) -> Result<ReorgRecord, StoreError> {
+    let u32_of = |i: usize| -> Result<u32, StoreError> {
+        let v: i64 = r.try_get(i)?;
+        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("reorg column {i}: {v}")))
+    };
+    let u64_of = |i: usize| -> Result<u64, StoreError> {
+        let v: i64 = r.try_get(i)?;
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("reorg column {i}: {v}")))
+    };
+    Ok(ReorgRecord {
+        id: r.try_get(0)?,
+        fork_ledger: u32_of(1)?,
+        old_tip: u32_of(2)?,
+        old_hash: r.try_get(3)?,
+        new_hash: r.try_get(4)?,
+        depth: u32_of(5)?,
+        events_removed: u64_of(6)?,
+        first_position: r.try_get(7)?,
+        last_position: r.try_get(8)?,
+        streams_affected: parse_streams(&r.try_get::<String, _>(9)?)?,
+        reason: r.try_get(10)?,
+        epoch: u64_of(11)?,
+        created_at: r.try_get(12)?,
+    })
+}
+
+const REORG_COLUMNS: &str = "id, fork_ledger, old_tip, old_hash, new_hash, depth, events_removed, \
+     first_position, last_position, streams_affected, reason, epoch, created_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn append(&self, batch: &AppendBatch) -> Result<AppendOutcome, StoreError> {
+        let (events, dup_in_batch) = validate_batch(batch)?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+
+        // Ledgers: compare with what is stored at each sequence and at the one before the first.
+        let mut stored = HashMap::new();
+        if let (Some(first), Some(last)) = (batch.ledgers.first(), batch.ledgers.last()) {
+            let rows =
+                sqlx::query("SELECT sequence, hash FROM ledgers WHERE sequence BETWEEN ? AND ?")
+                    .bind(i64::from(first.sequence) - 1)
+                    .bind(i64::from(last.sequence))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for r in rows {
+                let seq: i64 = r.try_get(0)?;
+                stored.insert(seq as u32, r.try_get::<String, _>(1)?);
+            }
+        }
+        let new_ledgers = ledgers_to_insert(batch, &stored)?;
+        let now = now_ms();
+        for chunk in new_ledgers.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO ledgers (sequence, hash, prev_hash, close_time, ingested_at) ",
+            );
+            qb.push_values(chunk, |mut b, l| {
+                b.push_bind(i64::from(l.sequence))
+                    .push_bind(&l.hash)
+                    .push_bind(&l.prev_hash)
+                    .push_bind(l.close_time)
+                    .push_bind(now);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+
+        // Events: drop the ones already stored, check their ledgers, assign positions.
+        let mut existing: HashSet<String> = HashSet::new();
+        for chunk in events.chunks(LOOKUP_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT event_id FROM events WHERE event_id IN (");
+            let mut sep = qb.separated(", ");
+            for e in chunk {
+                sep.push_bind(e.event_id.as_str());
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&mut *tx).await? {
+                existing.insert(r.try_get(0)?);
+            }
+        }
+        let fresh: Vec<&NewEvent> = events
+            .into_iter()
+            .filter(|e| !existing.contains(&e.event_id))
+            .collect();
+        let duplicates = dup_in_batch + existing.len();
+
+        let (last_pos, last_ledger): (i64, Option<i64>) = {
+            let r =
+                sqlx::query("SELECT position, ledger FROM events ORDER BY position DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match r {
+                Some(r) => (r.try_get(0)?, Some(r.try_get(1)?)),
+                None => (0, None),
+            }
+        };
+        let in_batch: HashSet<u32> = batch.ledgers.iter().map(|l| l.sequence).collect();
+        let mut checked: HashSet<u32> = HashSet::new();
+        for e in &fresh {
+            if let Some(ll) = last_ledger {
+                if i64::from(e.ledger) < ll {
+                    return Err(StoreError::InvalidBatch(format!(
+                        "event {} is for ledger {}, older than ledger {} of the last stored event: \
+                         positions must follow ledger order",
+                        e.event_id, e.ledger, ll
+                    )));
+                }
+            }
+            if in_batch.contains(&e.ledger) || !checked.insert(e.ledger) {
+                continue;
+            }
+            let found = sqlx::query("SELECT 1 FROM ledgers WHERE sequence = ?")
+                .bind(i64::from(e.ledger))
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                return Err(StoreError::UnknownLedger {
+                    event_id: e.event_id.clone(),
+                    ledger: e.ledger,
+                });
+            }
+        }
+
+        let mut pos = last_pos;
+        for chunk in fresh.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
+            let mut err = None;
+            qb.push_values(chunk, |mut b, e| {
+                pos += 1;
+                let topic_xdr = serde_json::to_string(&e.topic_xdr).unwrap_or_else(|x| {
+                    err = Some(x.to_string());
+                    String::new()
+                });
+                b.push_bind(pos)
+                    .push_bind(&e.event_id)
+                    .push_bind(i64::from(e.ledger))
+                    .push_bind(&e.tx_hash)
+                    .push_bind(i64::from(e.tx_order))
+                    .push_bind(i64::from(e.op_index))
+                    .push_bind(i64::from(e.event_index))
+                    .push_bind(&e.contract_id)
+                    .push_bind(&e.topic)
+                    .push_bind(e.stream_id.map(|s| s.to_string()))
+                    .push_bind(e.decoded.to_string())
+                    .push_bind(topic_xdr)
+                    .push_bind(&e.data_xdr)
+                    .push_bind(&e.function);
+            });
+            if let Some(x) = err {
+                return Err(StoreError::InvalidBatch(format!("topic_xdr: {x}")));
+            }
+            qb.build().execute(&mut *tx).await?;
+        }
+
+        if let Some(c) = &batch.cursor {
+            sqlx::query(
+                "INSERT INTO ingest_cursor (id, ledger, hash, updated_at) VALUES (1, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET ledger = excluded.ledger, hash = excluded.hash, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(i64::from(c.ledger))
+            .bind(&c.hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let appended = fresh.len();
+        Ok(AppendOutcome {
+            appended,
+            duplicates,
+            ledgers_added: new_ledgers.len(),
+            first_position: (appended > 0).then_some(last_pos + 1),
+            last_position: (appended > 0).then_some(pos),
+        })
+    }
+
+    async fn rollback_to(&self, req: &RollbackRequest) -> Result<RollbackReport, StoreError> {
+        let fork = i64::from(req.fork_ledger);
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let removed_ledgers = sqlx::query(
+            "SELECT sequence, hash, prev_hash, close_time FROM ledgers WHERE sequence > ? \
+             ORDER BY sequence",
+        )
+        .bind(fork)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(ledger_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let epoch: String = sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'epoch'")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut epoch: u64 = epoch
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("epoch `{epoch}`")))?;
+
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream_id FROM events WHERE ledger > ? ORDER BY position",
+        )
+        .bind(fork)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut removed_event_ids = Vec::with_capacity(rows.len());
+        let mut streams = BTreeSet::new();
+        let mut first = None;
+        let mut last = None;
+        for r in &rows {
+            let p: i64 = r.try_get(0)?;
+            first.get_or_insert(p);
+            last = Some(p);
+            removed_event_ids.push(r.try_get::<String, _>(1)?);
+            if let Some(s) = r.try_get::<Option<String>, _>(2)? {
+                streams.insert(
+                    s.parse::<u64>()
+                        .map_err(|_| StoreError::Corrupt(format!("stream_id `{s}`")))?,
+                );
+            }
+        }
+
+        let fork_hash: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM ledgers WHERE sequence = ?")
+                .bind(fork)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match &fork_hash {
+            Some(h) => {
+                sqlx::query(
+                    "INSERT INTO ingest_cursor (id, ledger, hash, updated_at) VALUES (1, ?, ?, ?) \
+                     ON CONFLICT (id) DO UPDATE SET ledger = excluded.ledger, \
+                     hash = excluded.hash, updated_at = excluded.updated_at",
+                )
+                .bind(fork)
+                .bind(h)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM ingest_cursor WHERE ledger > ?")
+                    .bind(fork)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+
+        let mut reorg_id = None;
+        if let (Some(first_l), Some(last_l)) = (removed_ledgers.first(), removed_ledgers.last()) {
+            sqlx::query("DELETE FROM events WHERE ledger > ?")
+                .bind(fork)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM ledgers WHERE sequence > ?")
+                .bind(fork)
+                .execute(&mut *tx)
+                .await?;
+            epoch += 1;
+            sqlx::query("UPDATE store_meta SET value = ? WHERE key = 'epoch'")
+                .bind(epoch.to_string())
+                .execute(&mut *tx)
+                .await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO reorgs (fork_ledger, old_tip, old_hash, new_hash, depth, \
+                 events_removed, first_position, last_position, streams_affected, reason, epoch, \
+                 created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(fork)
+            .bind(i64::from(last_l.sequence))
+            .bind(&first_l.hash)
+            .bind(&req.new_hash)
+            .bind(removed_ledgers.len() as i64)
+            .bind(removed_event_ids.len() as i64)
+            .bind(first)
+            .bind(last)
+            .bind(streams_json(&streams))
+            .bind(&req.reason)
+            .bind(epoch as i64)
+            .bind(now_ms())
+            .fetch_one(&mut *tx)
+            .await?;
+            reorg_id = Some(id);
+        }
+        tx.commit().await?;
+        Ok(RollbackReport {
+            fork_ledger: req.fork_ledger,
+            removed_ledgers,
+            removed_event_ids,
+            first_removed_position: first,
+            last_removed_position: last,
+            streams_affected: streams.into_iter().collect(),
+            epoch,
+            reorg_id,
+        })
+    }
+
+    async fn events_after(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(event_row)
+        .collect()
+    }
+
+    async fn stream_events(
+        &self,
+        stream_id: u64,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND position > ? \
+             ORDER BY position LIMIT ?"
+        ))
+        .bind(stream_id.to_string())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(event_row)
+        .collect()
+    }
+
+    async fn event_by_id(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
+        ))
+        .bind(event_id)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(event_row)
+        .transpose()
+    }
+
+    async fn ledger(&self, sequence: u32) -> Result<Option<LedgerRecord>, StoreError> {
+        sqlx::query("SELECT sequence, hash, prev_hash, close_time FROM ledgers WHERE sequence = ?")
+            .bind(i64::from(sequence))
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(ledger_row)
+            .transpose()
+    }
+
+    async fn ledgers(&self, from: u32, to: u32) -> Result<Vec<LedgerRecord>, StoreError> {
+        sqlx::query(
+            "SELECT sequence, hash, prev_hash, close_time FROM ledgers \
+             WHERE sequence BETWEEN ? AND ? ORDER BY sequence",
+        )
+        .bind(i64::from(from))
+        .bind(i64::from(to))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(ledger_row)
+        .collect()
+    }
+
+    async fn tip(&self) -> Result<Option<LedgerRecord>, StoreError> {
+        sqlx::query(
+            "SELECT sequence, hash, prev_hash, close_time FROM ledgers \
+             ORDER BY sequence DESC LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(ledger_row)
+        .transpose()
+    }
+
+    async fn cursor(&self) -> Result<Option<Cursor>, StoreError> {
+        let r = sqlx::query("SELECT ledger, hash FROM ingest_cursor WHERE id = 1")
+            .fetch_optional(&self.reader)
+            .await?;
+        match r {
+            None => Ok(None),
+            Some(r) => {
+                let l: i64 = r.try_get(0)?;
+                Ok(Some(Cursor {
+                    ledger: u32::try_from(l)
+                        .map_err(|_| StoreError::Corrupt(format!("cursor ledger {l}")))?,
+                    hash: r.try_get(1)?,
+                }))
+            }
+        }
+    }
+
+    async fn last_position(&self) -> Result<Position, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn event_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn epoch(&self) -> Result<u64, StoreError> {
+        let v: String = sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'epoch'")
+            .fetch_one(&self.reader)
+            .await?;
+        v.parse()
+            .map_err(|_| StoreError::Corrupt(format!("epoch `{v}`")))
+    }
+
+    async fn reorgs(&self, limit: u32) -> Result<Vec<ReorgRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {REORG_COLUMNS} FROM reorgs ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(reorg_row)
+        .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}
