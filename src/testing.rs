@@ -122,12 +122,13 @@ pub mod synth {
             .collect()
     }
 
-    /// `n` events in `ledger`, spread over `streams` stream ids, ids in event-id order.
+    /// `n` events in `ledger`, four per transaction, each transaction about one of `streams`
+    /// stream ids (as real Fluxora transactions are), ids in event-id order.
     pub fn events(ledger: u32, n: u32, streams: u64, branch: u32) -> Vec<NewEvent> {
         (0..n)
             .map(|i| {
                 let tx = 1 + i / 4;
-                let stream = u64::from(i) % streams.max(1);
+                let stream = (u64::from(ledger) * 7919 + u64::from(tx)) % streams.max(1);
                 NewEvent {
                     event_id: format_event_id(ledger, tx, 0, i % 4),
                     ledger,

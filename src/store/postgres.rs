@@ -167,7 +167,23 @@ impl Store for PgStore {
             .await?;
         }
 
-        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let (last_pos, last_ledger): (i64, Option<i64>) = {
+            let r =
+                sqlx::query("SELECT position, ledger FROM events ORDER BY position DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match r {
+                Some(r) => (r.try_get(0)?, Some(r.try_get(1)?)),
+                None => (0, None),
+            }
+        };
+        // An event id encodes its ledger and stored events never go past the last one's ledger,
+        // so only events at or below that ledger can already be stored.
+        let ids: Vec<String> = events
+            .iter()
+            .filter(|e| last_ledger.is_some_and(|ll| i64::from(e.ledger) <= ll))
+            .map(|e| e.event_id.clone())
+            .collect();
         let existing: HashSet<String> = if ids.is_empty() {
             HashSet::new()
         } else {
@@ -184,16 +200,6 @@ impl Store for PgStore {
             .collect();
         let duplicates = dup_in_batch + existing.len();
 
-        let (last_pos, last_ledger): (i64, Option<i64>) = {
-            let r =
-                sqlx::query("SELECT position, ledger FROM events ORDER BY position DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            match r {
-                Some(r) => (r.try_get(0)?, Some(r.try_get(1)?)),
-                None => (0, None),
-            }
-        };
         let in_batch: HashSet<u32> = batch.ledgers.iter().map(|l| l.sequence).collect();
         let mut outside: Vec<i64> = Vec::new();
         for e in &fresh {
