@@ -1,0 +1,189 @@
+//! Black-box tests of the `fluxora` binary: configuration validation and `migrate`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use fluxora::testing::TempPgDatabase;
+
+const SETTINGS: [&str; 13] = [
+    "DATABASE_URL",
+    "SOURCE",
+    "HORIZON_URL",
+    "STELLAR_RPC_URL",
+    "CONTRACT_ID",
+    "NETWORK_PASSPHRASE",
+    "START_LEDGER",
+    "FINALITY_DEPTH",
+    "TOKEN_DECIMALS",
+    "LISTEN_ADDR",
+    "ADMIN_API_KEY",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+];
+
+/// The binary, run in `dir` with none of our settings inherited from the test's environment.
+fn fluxora(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fluxora"));
+    c.current_dir(dir);
+    for k in SETTINGS {
+        c.env_remove(k);
+    }
+    c
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_invalid_setting_is_reported_at_once_with_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fluxora(dir.path())
+        .env("TOKEN_DECIMALS", "seven")
+        .env("ADMIN_API_KEY", "tiny-secret")
+        .args([
+            "--database-url",
+            "mongodb://db",
+            "--source",
+            "horizon",
+            "--horizon-url",
+            "horizon.example",
+            "--contract-id",
+            "CDLZFC3SYJYDZT7K67VZ75HPJVIEUVNIXF47ZG2FB2RMQQVU2HHGCYSD",
+            "--finality-depth",
+            "999999999",
+            "--listen-addr",
+            "8787",
+            "--log-format",
+            "yaml",
+            "config",
+            "--chain",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stdout.is_empty());
+    for name in [
+        "DATABASE_URL",
+        "HORIZON_URL",
+        "CONTRACT_ID",
+        "NETWORK_PASSPHRASE",
+        "FINALITY_DEPTH",
+        "TOKEN_DECIMALS",
+        "LISTEN_ADDR",
+        "ADMIN_API_KEY",
+        "LOG_FORMAT",
+    ] {
+        assert!(stderr.contains(name), "{name} not reported in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains("mongodb"),
+        "the reason names the bad scheme"
+    );
+    assert!(!stderr.contains("tiny-secret"), "secrets are never printed");
+}
+
+#[test]
+fn config_prints_effective_settings_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fluxora(dir.path())
+        .env("ADMIN_API_KEY", "a-very-long-admin-key")
+        .env("DATABASE_URL", "postgres://app:hunter2@127.0.0.1:5432/prod")
+        .env("LISTEN_ADDR", "0.0.0.0:9000")
+        .args(["--listen-addr", "127.0.0.1:9999", "config"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        v["listen_addr"], "127.0.0.1:9999",
+        "a flag wins over the environment"
+    );
+    assert_eq!(v["token_decimals"], 7);
+    assert_eq!(v["admin_api_key"], "***");
+    assert!(!stdout.contains("hunter2") && !stdout.contains("a-very-long-admin-key"));
+}
+
+#[test]
+fn dotenv_file_is_read_and_a_broken_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "# settings for this test\nDATABASE_URL=sqlite://from-dotenv.db\nLOG_FORMAT=json\n",
+    )
+    .unwrap();
+    let out = fluxora(dir.path()).arg("migrate").output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(dir.path().join("from-dotenv.db").exists());
+    // JSON logs on stderr when LOG_FORMAT=json.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("database migrated"))
+        .unwrap();
+    let log: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(log["backend"], "sqlite");
+
+    std::fs::write(dir.path().join(".env"), "DATABASE_URL='unterminated\n").unwrap();
+    let out = fluxora(dir.path()).arg("migrate").output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains(".env"), "{stderr}");
+}
+
+#[test]
+fn migrate_creates_the_sqlite_database_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = fluxora(dir.path())
+            .args(["--database-url", "sqlite://nested.db", "migrate"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stdout.contains("migrated sqlite database"), "{stdout}");
+    }
+    assert!(dir.path().join("nested.db").exists());
+}
+
+#[test]
+fn migrate_applies_the_postgres_schema() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TempPgDatabase::create()).unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = fluxora(dir.path())
+        .env("DATABASE_URL", &db.url)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("migrated postgres database"), "{stdout}");
+    rt.block_on(db.drop_db()).unwrap();
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fluxora(dir.path())
+        .args([
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+            "migrate",
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("cannot open database postgres://nobody@127.0.0.1:1/none"),
+        "{stderr}"
+    );
+}
