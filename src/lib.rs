@@ -2,6 +2,7 @@
 //! Stellar (Soroban). See `DESIGN` notes in the README.
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
