@@ -1,0 +1,6 @@
+//! Deterministic chain simulator: ledgers with real XDR, served over HTTP as Horizon and Stellar
+//! RPC, so that tests, benches and the demo exercise the real clients.
+pub mod chain;
+pub mod scenario;
+
+pub use chain::{MetaFormat, SimChain, SimError, SimEvent, SimLedger, SimTx, StreamChange, TxSpec};
