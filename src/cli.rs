@@ -1,6 +1,9 @@
 //! Command-line interface: `fluxora <command>`, settings from flags, environment and `.env`.
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::RawSettings;
 
@@ -19,10 +22,35 @@ pub struct Cli {
 pub enum Command {
     /// Create the database if missing and apply every pending migration.
     Migrate,
+    /// Serve a simulated chain over HTTP on loopback, as Stellar RPC (`POST /`) and as Horizon
+    /// (`GET /ledgers`, …), until interrupted.
+    Sim {
+        /// A golden-fixture scenario file to serve as the chain.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+        /// Network passphrase of the simulated network (transaction hashes depend on it).
+        #[arg(long, default_value = crate::sim::DEFAULT_PASSPHRASE)]
+        passphrase: String,
+        /// XDR generation to serve.
+        #[arg(long, value_enum, default_value_t = MetaArg::V4)]
+        meta: MetaArg,
+    },
     /// Validate the configuration and print the effective settings (secrets redacted) as JSON.
     Config {
         /// Also require the chain settings the ingestor needs (source URL, contract, passphrase).
         #[arg(long)]
         chain: bool,
     },
+}
+
+/// XDR generation served by `fluxora sim`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MetaArg {
+    /// Protocol 22: TransactionMeta V3 in LedgerCloseMeta V1.
+    V3,
+    /// Protocol 23+: TransactionMeta V4 in LedgerCloseMeta V2.
+    V4,
 }

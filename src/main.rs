@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let needs = match &cli.command {
-        Command::Migrate => Needs::default(),
+        Command::Migrate | Command::Sim { .. } => Needs::default(),
         Command::Config { chain } => Needs { chain: *chain },
     };
     let settings = match cli.settings.validate(needs) {
@@ -67,6 +67,39 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 store.event_count().await?,
                 tip.map_or("none".to_string(), |t| t.sequence.to_string())
             );
+            Ok(())
+        }
+        Command::Sim {
+            scenario,
+            listen,
+            passphrase,
+            meta,
+        } => {
+            let format = match meta {
+                fluxora::cli::MetaArg::V3 => fluxora::sim::MetaFormat::V3InLcmV1,
+                fluxora::cli::MetaArg::V4 => fluxora::sim::MetaFormat::V4InLcmV2,
+            };
+            let s = fluxora::sim::scenario::load(&scenario, &passphrase, format)?;
+            let (first, tip) = (s.chain.first_seq(), s.chain.tip().map_or(0, |t| t.seq));
+            let state = fluxora::sim::http::SimState::new(s.chain);
+            let server = fluxora::sim::http::serve(state, listen).await?;
+            tracing::info!(
+                scenario = %s.name,
+                contract = %s.contract_id,
+                first_ledger = first,
+                tip_ledger = tip,
+                url = %server.url(),
+                "simulator serving"
+            );
+            println!(
+                "serving scenario {} (contract {}, ledgers {first}..={tip})\n  Stellar RPC: {}/\n  Horizon:     {}/ledgers\n  passphrase:  {passphrase}",
+                s.name,
+                s.contract_id,
+                server.url(),
+                server.url()
+            );
+            tokio::signal::ctrl_c().await?;
+            server.stop().await;
             Ok(())
         }
         Command::Config { .. } => {
