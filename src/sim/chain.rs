@@ -302,10 +302,9 @@ impl SimChain {
             txs,
             branch: self.branch,
         });
-        Ok(self
-            .ledgers
+        self.ledgers
             .last()
-            .ok_or_else(|| SimError::Invalid("no ledger".into()))?)
+            .ok_or_else(|| SimError::Invalid("no ledger".into()))
     }
 
     /// Drops every ledger above `seq` and starts a new branch: the next ledgers get different

@@ -641,19 +641,21 @@ struct PageQuery {
     include_failed: Option<String>,
 }
 
-fn parse_limit(q: &PageQuery) -> Result<usize, Response> {
+/// The page size, or `None` when it is not 1..=200.
+fn parse_limit(q: &PageQuery) -> Option<usize> {
     match &q.limit {
-        None => Ok(10),
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=200).contains(&n) => Ok(n),
-            _ => Err(problem(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "Bad Request",
-                "The request you sent was invalid in some way. limit: must be between 1 and 200",
-            )),
-        },
+        None => Some(10),
+        Some(l) => l.parse::<usize>().ok().filter(|n| (1..=200).contains(n)),
     }
+}
+
+fn bad_limit() -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "Bad Request",
+        "The request you sent was invalid in some way. limit: must be between 1 and 200",
+    )
 }
 
 fn before_history(oldest: u32) -> Response {
@@ -673,9 +675,8 @@ async fn horizon_ledgers(
     State(state): State<Arc<SimState>>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let limit = match parse_limit(&q) {
-        Ok(l) => l,
-        Err(r) => return r,
+    let Some(limit) = parse_limit(&q) else {
+        return bad_limit();
     };
     let chain = state.chain.read().await;
     let Some((oldest, latest)) = window(&state, &chain).await else {
@@ -775,9 +776,8 @@ async fn horizon_ledger_txs(
             "sequence: invalid",
         );
     };
-    let limit = match parse_limit(&q) {
-        Ok(l) => l,
-        Err(r) => return r,
+    let Some(limit) = parse_limit(&q) else {
+        return bad_limit();
     };
     let malformed = take_malformed(&state).await;
     let without_meta = state.faults.lock().await.horizon_without_meta;
