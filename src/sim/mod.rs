@@ -1,6 +1,7 @@
 //! Deterministic chain simulator: ledgers with real XDR, served over HTTP as Horizon and Stellar
 //! RPC, so that tests, benches and the demo exercise the real clients.
 pub mod chain;
+pub mod generator;
 pub mod http;
 pub mod scenario;
 
