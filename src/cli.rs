@@ -25,9 +25,27 @@ pub enum Command {
     /// Serve a simulated chain over HTTP on loopback, as Stellar RPC (`POST /`) and as Horizon
     /// (`GET /ledgers`, …), until interrupted.
     Sim {
-        /// A golden-fixture scenario file to serve as the chain.
+        /// A golden-fixture scenario file to serve as the chain (otherwise: generated activity).
         #[arg(long)]
-        scenario: PathBuf,
+        scenario: Option<PathBuf>,
+        /// Seed of the generated activity.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Milliseconds between generated ledgers (0: as fast as possible).
+        #[arg(long, default_value_t = 1000)]
+        cadence_ms: u64,
+        /// Transactions per generated ledger.
+        #[arg(long, default_value_t = 4)]
+        txs_per_ledger: u32,
+        /// Live streams the generator aims for.
+        #[arg(long, default_value_t = 200)]
+        streams: usize,
+        /// Fork every N generated ledgers (0: never).
+        #[arg(long, default_value_t = 0)]
+        fork_every: u64,
+        /// Depth of each fork.
+        #[arg(long, default_value_t = 3)]
+        fork_depth: u32,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,

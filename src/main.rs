@@ -74,31 +74,81 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             listen,
             passphrase,
             meta,
+            seed,
+            cadence_ms,
+            txs_per_ledger,
+            streams,
+            fork_every,
+            fork_depth,
         } => {
+            use fluxora::sim::{generator, http, live};
             let format = match meta {
                 fluxora::cli::MetaArg::V3 => fluxora::sim::MetaFormat::V3InLcmV1,
                 fluxora::cli::MetaArg::V4 => fluxora::sim::MetaFormat::V4InLcmV2,
             };
-            let s = fluxora::sim::scenario::load(&scenario, &passphrase, format)?;
-            let (first, tip) = (s.chain.first_seq(), s.chain.tip().map_or(0, |t| t.seq));
-            let state = fluxora::sim::http::SimState::new(s.chain);
-            let server = fluxora::sim::http::serve(state, listen).await?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let (state, name, contract, live_task) = match scenario {
+                Some(path) => {
+                    let s = fluxora::sim::scenario::load(&path, &passphrase, format)?;
+                    (http::SimState::new(s.chain), s.name, s.contract_id, None)
+                }
+                None => {
+                    let g = generator::Generator::new(generator::GenConfig {
+                        seed,
+                        passphrase: passphrase.clone(),
+                        format,
+                        txs_per_ledger,
+                        target_streams: streams,
+                        ..Default::default()
+                    });
+                    let contract = g.contract_strkey();
+                    let state = http::SimState::new(g.empty_chain());
+                    let cfg = live::LiveConfig {
+                        cadence: (cadence_ms > 0)
+                            .then(|| std::time::Duration::from_millis(cadence_ms)),
+                        max_ledgers: None,
+                        fork_every: (fork_every > 0).then_some(fork_every),
+                        fork_depth,
+                    };
+                    // One ledger first, so the network has a tip when clients arrive.
+                    {
+                        let mut g = g;
+                        let mut chain = state.chain.write().await;
+                        g.next_ledger(&mut chain)?;
+                        drop(chain);
+                        let task = tokio::spawn(live::run(state.clone(), g, cfg, stop_rx));
+                        (
+                            state,
+                            format!("generated (seed {seed})"),
+                            contract,
+                            Some(task),
+                        )
+                    }
+                }
+            };
+            let server = http::serve(state.clone(), listen).await?;
+            let (first, tip) = {
+                let chain = state.chain.read().await;
+                (chain.first_seq(), chain.tip().map_or(0, |t| t.seq))
+            };
             tracing::info!(
-                scenario = %s.name,
-                contract = %s.contract_id,
+                scenario = %name,
+                contract = %contract,
                 first_ledger = first,
                 tip_ledger = tip,
                 url = %server.url(),
                 "simulator serving"
             );
             println!(
-                "serving scenario {} (contract {}, ledgers {first}..={tip})\n  Stellar RPC: {}/\n  Horizon:     {}/ledgers\n  passphrase:  {passphrase}",
-                s.name,
-                s.contract_id,
+                "serving {name} (contract {contract}, ledgers {first}..={tip})\n  Stellar RPC: {}/\n  Horizon:     {}/ledgers\n  passphrase:  {passphrase}",
                 server.url(),
                 server.url()
             );
             tokio::signal::ctrl_c().await?;
+            let _ = stop_tx.send(true);
+            if let Some(t) = live_task {
+                t.await??;
+            }
             server.stop().await;
             Ok(())
         }

@@ -3,6 +3,7 @@
 pub mod chain;
 pub mod generator;
 pub mod http;
+pub mod live;
 pub mod scenario;
 
 pub use chain::{MetaFormat, SimChain, SimError, SimEvent, SimLedger, SimTx, StreamChange, TxSpec};
