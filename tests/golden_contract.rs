@@ -26,7 +26,14 @@ fn scenario_files() -> Vec<PathBuf> {
 }
 
 fn scval(b64: &str) -> ScVal {
-    ScVal::from_xdr_base64(b64, Limits { depth: 500, len: 1 << 20 }).unwrap()
+    ScVal::from_xdr_base64(
+        b64,
+        Limits {
+            depth: 500,
+            len: 1 << 20,
+        },
+    )
+    .unwrap()
 }
 
 /// stellar-xdr serde JSON of an ScVal → the plain JSON the decode output uses.
@@ -34,7 +41,9 @@ fn plain(v: &Value) -> Value {
     if v == "void" {
         return Value::Null;
     }
-    let obj = v.as_object().unwrap_or_else(|| panic!("unexpected ScVal JSON {v}"));
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("unexpected ScVal JSON {v}"));
     let (k, inner) = obj.iter().next().unwrap();
     match k.as_str() {
         "u64" | "u32" => match inner {
@@ -53,11 +62,19 @@ fn plain(v: &Value) -> Value {
             if entries.iter().all(|e| e["key"].get("symbol").is_some()) {
                 let mut m = Map::new();
                 for e in entries {
-                    m.insert(e["key"]["symbol"].as_str().unwrap().to_string(), plain(&e["val"]));
+                    m.insert(
+                        e["key"]["symbol"].as_str().unwrap().to_string(),
+                        plain(&e["val"]),
+                    );
                 }
                 Value::Object(m)
             } else {
-                Value::Array(entries.iter().map(|e| json!([plain(&e["key"]), plain(&e["val"])])).collect())
+                Value::Array(
+                    entries
+                        .iter()
+                        .map(|e| json!([plain(&e["key"]), plain(&e["val"])]))
+                        .collect(),
+                )
             }
         }
         other => panic!("unexpected ScVal arm {other}"),
@@ -71,8 +88,12 @@ fn expected_fields(sym: &str, topics: &[Value], data: &Value) -> Value {
     match sym {
         "completed" | "cancelled" | "closed" | "resumed" => json!({"stream_id": d[1]}),
         "AdminUpd" => json!({"old_admin": d[0], "new_admin": d[1]}),
-        "res_rel" => json!({"holder": t(1), "start_id": d[0], "count": d[1], "consumed": d[2], "reclaimed": d[3]}),
-        "upgrade" => json!({"new_wasm_hash": d[0], "version_0": d[1], "version_1": d[2], "admin": d[3]}),
+        "res_rel" => {
+            json!({"holder": t(1), "start_id": d[0], "count": d[1], "consumed": d[2], "reclaimed": d[3]})
+        }
+        "upgrade" => {
+            json!({"new_wasm_hash": d[0], "version_0": d[1], "version_1": d[2], "admin": d[3]})
+        }
         "pr_pause" | "pr_resume" => {
             let mut m = d.as_object().unwrap().clone();
             m.insert("admin".into(), t(1));
@@ -90,17 +111,25 @@ fn every_golden_event_decodes_to_exact_values() {
         let name = path.file_name().unwrap().to_owned();
         let f: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let decoded_path = dir().join("decoded").join(&name);
-        let decoded: Option<Value> = decoded_path
-            .exists()
-            .then(|| serde_json::from_str(&std::fs::read_to_string(&decoded_path).unwrap()).unwrap());
+        let decoded: Option<Value> = decoded_path.exists().then(|| {
+            serde_json::from_str(&std::fs::read_to_string(&decoded_path).unwrap()).unwrap()
+        });
         for (si, step) in f["steps"].as_array().unwrap().iter().enumerate() {
             let events = step["events"].as_array().unwrap();
             if !step["result"].as_str().unwrap().starts_with("Ok") {
-                assert!(events.is_empty(), "{name:?} step {si}: failed step with events");
+                assert!(
+                    events.is_empty(),
+                    "{name:?} step {si}: failed step with events"
+                );
             }
             for (ei, ev) in events.iter().enumerate() {
                 let where_ = format!("{name:?} step {si} event {ei}");
-                let topics: Vec<ScVal> = ev["topics_xdr"].as_array().unwrap().iter().map(|t| scval(t.as_str().unwrap())).collect();
+                let topics: Vec<ScVal> = ev["topics_xdr"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| scval(t.as_str().unwrap()))
+                    .collect();
                 let data = scval(ev["data_xdr"].as_str().unwrap());
                 let typed = ContractEvent::decode(&topics, &data);
                 assert!(!typed.is_unrecognized(), "{where_}: {typed:?}");
@@ -108,19 +137,35 @@ fn every_golden_event_decodes_to_exact_values() {
                 let (tj, dj): (Vec<Value>, Value) = match &decoded {
                     Some(dec) => {
                         let dev = &dec["steps"][si]["events"][ei];
-                        assert_eq!(dev["data_xdr"], ev["data_xdr"], "{where_}: decoded/ copy out of sync");
-                        (dev["topics_decoded"].as_array().unwrap().clone(), dev["data_decoded"].clone())
+                        assert_eq!(
+                            dev["data_xdr"], ev["data_xdr"],
+                            "{where_}: decoded/ copy out of sync"
+                        );
+                        (
+                            dev["topics_decoded"].as_array().unwrap().clone(),
+                            dev["data_decoded"].clone(),
+                        )
                     }
                     None => (
-                        topics.iter().map(|t| serde_json::to_value(t).unwrap()).collect(),
+                        topics
+                            .iter()
+                            .map(|t| serde_json::to_value(t).unwrap())
+                            .collect(),
                         serde_json::to_value(&data).unwrap(),
                     ),
                 };
                 let sym = tj[0]["symbol"].as_str().unwrap();
                 assert_eq!(typed.type_name(), sym, "{where_}");
-                assert!(STREAM_TOPICS.contains(&sym) || GLOBAL_TOPICS.contains(&sym), "{where_}");
+                assert!(
+                    STREAM_TOPICS.contains(&sym) || GLOBAL_TOPICS.contains(&sym),
+                    "{where_}"
+                );
                 if STREAM_TOPICS.contains(&sym) {
-                    assert_eq!(json!(typed.stream_id()), plain(&tj[1]), "{where_}: stream id");
+                    assert_eq!(
+                        json!(typed.stream_id()),
+                        plain(&tj[1]),
+                        "{where_}: stream id"
+                    );
                 } else {
                     assert_eq!(typed.stream_id(), None, "{where_}");
                 }
@@ -145,8 +190,9 @@ fn every_stream_state_decodes_to_the_fixture_values() {
                 if st.is_null() {
                     continue;
                 }
-                let entry = StreamEntry::from_scval(&scval(st["state_scval_xdr"].as_str().unwrap()))
-                    .unwrap_or_else(|e| panic!("{path:?} step {si} stream {id}: {e}"));
+                let entry =
+                    StreamEntry::from_scval(&scval(st["state_scval_xdr"].as_str().unwrap()))
+                        .unwrap_or_else(|e| panic!("{path:?} step {si} stream {id}: {e}"));
                 let mut want = st.as_object().unwrap().clone();
                 want.remove("state_scval_xdr");
                 let memo = want.remove("memo_hex").unwrap();
@@ -167,18 +213,48 @@ fn every_stream_state_decodes_to_the_fixture_values() {
 #[test]
 fn unknown_topics_and_wrong_shapes_are_unrecognized_not_fatal() {
     // A real `withdrew` event, then mutated.
-    let f: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("linear_cliff_withdraw_complete_close.json")).unwrap()).unwrap();
-    let ev = f["steps"].as_array().unwrap().iter().flat_map(|s| s["events"].as_array().unwrap().iter()).find(|e| e["topics_xdr"][0] == "AAAADwAAAAh3aXRoZHJldw==").unwrap().clone();
-    let topics: Vec<ScVal> = ev["topics_xdr"].as_array().unwrap().iter().map(|t| scval(t.as_str().unwrap())).collect();
+    let f: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir().join("linear_cliff_withdraw_complete_close.json")).unwrap(),
+    )
+    .unwrap();
+    let ev = f["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["events"].as_array().unwrap().iter())
+        .find(|e| e["topics_xdr"][0] == "AAAADwAAAAh3aXRoZHJldw==")
+        .unwrap()
+        .clone();
+    let topics: Vec<ScVal> = ev["topics_xdr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| scval(t.as_str().unwrap()))
+        .collect();
     let data = scval(ev["data_xdr"].as_str().unwrap());
-    assert_eq!(ContractEvent::decode(&topics, &data).type_name(), "withdrew");
+    assert_eq!(
+        ContractEvent::decode(&topics, &data).type_name(),
+        "withdrew"
+    );
 
     // Wrong data type.
     match ContractEvent::decode(&topics, &ScVal::U32(1)) {
         ContractEvent::Unrecognized(u) => {
-            assert!(u.reason.contains("withdrew data: expected Map"), "{}", u.reason);
+            assert!(
+                u.reason.contains("withdrew data: expected Map"),
+                "{}",
+                u.reason
+            );
             assert_eq!(u.topic.as_deref(), Some("withdrew"));
-            assert_eq!(u.topics_xdr, ev["topics_xdr"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>());
+            assert_eq!(
+                u.topics_xdr,
+                ev["topics_xdr"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            );
         }
         other => panic!("{other:?}"),
     }
