@@ -21,7 +21,11 @@ use serde::Serialize;
 
 use crate::contract::{ContractEvent, StreamEntry};
 
+pub use fetch::{FetchAhead, FetchConfig};
+pub use horizon::HorizonSource;
+pub use http::{BreakerState, HttpClient, HttpPolicy, SourceHealth};
 pub use meta::{ContractFilter, XdrLimits};
+pub use rpc::RpcSource;
 
 /// One closed ledger, normalized. Only successful transactions that touched the configured
 /// contract are kept (all contracts when no filter is configured).
@@ -214,7 +218,7 @@ pub trait LedgerSource: Send + Sync {
     async fn fetch_ledgers(&self, start: u32, limit: u32) -> Result<Vec<LedgerBundle>, ChainError>;
 
     /// Health snapshot (circuit breaker state, consecutive failures).
-    fn health(&self) -> http::SourceHealth;
+    fn health(&self) -> SourceHealth;
 }
 
 /// `TOID` as used by Horizon paging tokens and RPC event ids.
