@@ -15,6 +15,7 @@ pub mod horizon;
 pub mod http;
 pub mod meta;
 pub mod rpc;
+pub mod synth;
 
 use async_trait::async_trait;
 use serde::Serialize;
