@@ -273,15 +273,11 @@ impl HttpClient {
         let mut attempt = 0u32;
         loop {
             if let Err(wait) = self.admit() {
-                if attempt + 1 >= self.policy.max_attempts {
-                    return Err(ChainError::CircuitOpen {
-                        url: url.to_string(),
-                        retry_in_ms: wait.as_millis() as u64,
-                    });
-                }
-                attempt += 1;
-                tokio::time::sleep(wait).await;
-                continue;
+                // Fail fast while open; the caller's retry loop (fetch pipeline) backs off.
+                return Err(ChainError::CircuitOpen {
+                    url: url.to_string(),
+                    retry_in_ms: wait.as_millis() as u64,
+                });
             }
             match self.attempt(url, body).await {
                 Ok(v) => {

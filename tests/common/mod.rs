@@ -18,24 +18,44 @@ pub fn contract_bytes(strkey: &str) -> [u8; 32] {
 }
 
 pub fn scval(b64: &str) -> ScVal {
-    ScVal::from_xdr_base64(b64, Limits { depth: 500, len: 1 << 20 }).unwrap()
+    ScVal::from_xdr_base64(
+        b64,
+        Limits {
+            depth: 500,
+            len: 1 << 20,
+        },
+    )
+    .unwrap()
 }
 
 /// Successful steps of a golden scenario as synthetic transactions: (function, events, state
 /// changes from `state_after` of the ids the step's events touch).
 pub fn golden_txs(file: &str) -> Vec<(u32, SynthTx)> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/contract-oracle").join(file);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/contract-oracle")
+        .join(file);
     let f: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let mut out = Vec::new();
     for (i, step) in f["steps"].as_array().unwrap().iter().enumerate() {
-        let function = step["action"].as_str().unwrap().split('(').next().unwrap().to_string();
+        let function = step["action"]
+            .as_str()
+            .unwrap()
+            .split('(')
+            .next()
+            .unwrap()
+            .to_string();
         let events: Vec<(Vec<ScVal>, ScVal)> = step["events"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| {
                 (
-                    e["topics_xdr"].as_array().unwrap().iter().map(|t| scval(t.as_str().unwrap())).collect(),
+                    e["topics_xdr"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| scval(t.as_str().unwrap()))
+                        .collect(),
                     scval(e["data_xdr"].as_str().unwrap()),
                 )
             })
@@ -43,9 +63,18 @@ pub fn golden_txs(file: &str) -> Vec<(u32, SynthTx)> {
         let mut changes = Vec::new();
         for (id, st) in step["state_after"].as_object().unwrap() {
             let id: u64 = id.parse().unwrap();
-            let touched = events.iter().any(|(t, _)| t.get(1) == Some(&ScVal::U64(id)));
+            let touched = events
+                .iter()
+                .any(|(t, _)| t.get(1) == Some(&ScVal::U64(id)));
             if touched {
-                changes.push((id, if st.is_null() { None } else { Some(scval(st["state_scval_xdr"].as_str().unwrap())) }));
+                changes.push((
+                    id,
+                    if st.is_null() {
+                        None
+                    } else {
+                        Some(scval(st["state_scval_xdr"].as_str().unwrap()))
+                    },
+                ));
             }
         }
         out.push((
@@ -76,7 +105,11 @@ pub fn build_chain(first: u32, n: u32, txs: &[SynthTx], per_ledger: usize, v2: b
     let mut it = txs.iter().cloned().cycle();
     for i in 0..n {
         let seq = first + i;
-        let chunk: Vec<SynthTx> = if txs.is_empty() { Vec::new() } else { (0..per_ledger).map(|_| it.next().unwrap()).collect() };
+        let chunk: Vec<SynthTx> = if txs.is_empty() {
+            Vec::new()
+        } else {
+            (0..per_ledger).map(|_| it.next().unwrap()).collect()
+        };
         let chunk: Vec<SynthTx> = chunk
             .into_iter()
             .enumerate()
@@ -85,7 +118,16 @@ pub fn build_chain(first: u32, n: u32, txs: &[SynthTx], per_ledger: usize, v2: b
                 t
             })
             .collect();
-        let (lcm, hash) = ledger_close_meta(&nid, seq, prev, 1_700_000_000 + u64::from(i) * 5, contract, &chunk, v2).unwrap();
+        let (lcm, hash) = ledger_close_meta(
+            &nid,
+            seq,
+            prev,
+            1_700_000_000 + u64::from(i) * 5,
+            contract,
+            &chunk,
+            v2,
+        )
+        .unwrap();
         ledgers.push((seq, hex::encode(hash), lcm));
         prev = hash;
     }
