@@ -6,7 +6,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use fluxora::chain::meta::{bundle_from_lcm, contract_events, network_id, ContractFilter, TxContext, XdrLimits};
+use fluxora::chain::meta::{
+    bundle_from_lcm, contract_events, network_id, ContractFilter, TxContext, XdrLimits,
+};
 use fluxora::contract::{ContractEvent, StreamEntry};
 use fluxora::decode::{decode, DecodeOptions};
 use proptest::prelude::*;
@@ -17,7 +19,8 @@ fn limits(len: usize) -> Limits {
 }
 
 fn real_lcm_bytes() -> Vec<Vec<u8>> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/stellar/stellar-rpc/fixture_getLedgers_36233_36234_lcmV1_hashchain.json");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/stellar/stellar-rpc/fixture_getLedgers_36233_36234_lcmV1_hashchain.json");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let mut out: Vec<Vec<u8>> = v["response"]["result"]["ledgers"]
         .as_array()
@@ -25,11 +28,16 @@ fn real_lcm_bytes() -> Vec<Vec<u8>> {
         .iter()
         .map(|l| {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(l["metadataXdr"].as_str().unwrap()).unwrap()
+            base64::engine::general_purpose::STANDARD
+                .decode(l["metadataXdr"].as_str().unwrap())
+                .unwrap()
         })
         .collect();
     // A synthetic V2 ledger full of Fluxora events.
-    let g: Vec<_> = golden_txs("misc_events.json").into_iter().map(|(_, t)| t).collect();
+    let g: Vec<_> = golden_txs("misc_events.json")
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     let chain = build_chain(7, 1, &g, 12, true);
     out.push(chain.ledgers[0].2.to_xdr(Limits::none()).unwrap());
     out
