@@ -137,50 +137,8 @@ impl Decoder<'_> {
     }
 
     fn lcm(&mut self, lcm: &LedgerCloseMeta) -> Result<(), DecodeError> {
-        let (seq, items): (
-            u32,
-            Vec<(&[u8; 32], &stellar_xdr::TransactionResult, &TransactionMeta)>,
-        ) = match lcm {
-            LedgerCloseMeta::V0(m) => (
-                m.ledger_header.header.ledger_seq,
-                m.tx_processing
-                    .iter()
-                    .map(|t| {
-                        (
-                            &t.result.transaction_hash.0,
-                            &t.result.result,
-                            &t.tx_apply_processing,
-                        )
-                    })
-                    .collect(),
-            ),
-            LedgerCloseMeta::V1(m) => (
-                m.ledger_header.header.ledger_seq,
-                m.tx_processing
-                    .iter()
-                    .map(|t| {
-                        (
-                            &t.result.transaction_hash.0,
-                            &t.result.result,
-                            &t.tx_apply_processing,
-                        )
-                    })
-                    .collect(),
-            ),
-            LedgerCloseMeta::V2(m) => (
-                m.ledger_header.header.ledger_seq,
-                m.tx_processing
-                    .iter()
-                    .map(|t| {
-                        (
-                            &t.result.transaction_hash.0,
-                            &t.result.result,
-                            &t.tx_apply_processing,
-                        )
-                    })
-                    .collect(),
-            ),
-        };
+        let seq = crate::chain::meta::lcm_sequence(lcm);
+        let items = crate::chain::meta::lcm_results(lcm);
         for (i, (hash, result, meta)) in items.into_iter().enumerate() {
             if !tx_successful(result) {
                 continue;

@@ -492,31 +492,12 @@ fn tx_set_envelopes(lcm: &LedgerCloseMeta) -> Vec<&TransactionEnvelope> {
     }
 }
 
-/// Build a [`LedgerBundle`] from a `LedgerCloseMeta` (V0/V1/V2). Verifies sha256(header) against
-/// the entry's hash and `claimed_hash`; matches envelopes to results by hash under `network_id`.
-pub fn bundle_from_lcm(
-    lcm: &LedgerCloseMeta,
-    network_id: &[u8; 32],
-    filter: &ContractFilter,
-    claimed_hash: Option<&str>,
-) -> Result<LedgerBundle, ChainError> {
-    let entry = match lcm {
-        LedgerCloseMeta::V0(m) => &m.ledger_header,
-        LedgerCloseMeta::V1(m) => &m.ledger_header,
-        LedgerCloseMeta::V2(m) => &m.ledger_header,
-    };
-    let seq = entry.header.ledger_seq;
-    let location = format!("LedgerCloseMeta of ledger {seq}");
-    let info = verify_header(&entry.header, claimed_hash, &location)?;
-    if hex::encode(entry.hash.0) != info.hash {
-        return Err(ChainError::HashMismatch {
-            ledger: seq,
-            claimed: hex::encode(entry.hash.0),
-            computed: info.hash,
-        });
-    }
-    // (tx hash, result, meta) in application order.
-    let results: Vec<(&[u8; 32], &TransactionResult, &TransactionMeta)> = match lcm {
+/// `(tx hash, result, meta)` of one processed transaction.
+pub type TxResultRef<'a> = (&'a [u8; 32], &'a TransactionResult, &'a TransactionMeta);
+
+/// The processed transactions of a `LedgerCloseMeta`, in application order.
+pub fn lcm_results(lcm: &LedgerCloseMeta) -> Vec<TxResultRef<'_>> {
+    match lcm {
         LedgerCloseMeta::V0(m) => m
             .tx_processing
             .iter()
@@ -550,7 +531,42 @@ pub fn bundle_from_lcm(
                 )
             })
             .collect(),
+    }
+}
+
+/// Sequence number of a `LedgerCloseMeta`.
+pub fn lcm_sequence(lcm: &LedgerCloseMeta) -> u32 {
+    match lcm {
+        LedgerCloseMeta::V0(m) => m.ledger_header.header.ledger_seq,
+        LedgerCloseMeta::V1(m) => m.ledger_header.header.ledger_seq,
+        LedgerCloseMeta::V2(m) => m.ledger_header.header.ledger_seq,
+    }
+}
+
+/// Build a [`LedgerBundle`] from a `LedgerCloseMeta` (V0/V1/V2). Verifies sha256(header) against
+/// the entry's hash and `claimed_hash`; matches envelopes to results by hash under `network_id`.
+pub fn bundle_from_lcm(
+    lcm: &LedgerCloseMeta,
+    network_id: &[u8; 32],
+    filter: &ContractFilter,
+    claimed_hash: Option<&str>,
+) -> Result<LedgerBundle, ChainError> {
+    let entry = match lcm {
+        LedgerCloseMeta::V0(m) => &m.ledger_header,
+        LedgerCloseMeta::V1(m) => &m.ledger_header,
+        LedgerCloseMeta::V2(m) => &m.ledger_header,
     };
+    let seq = entry.header.ledger_seq;
+    let location = format!("LedgerCloseMeta of ledger {seq}");
+    let info = verify_header(&entry.header, claimed_hash, &location)?;
+    if hex::encode(entry.hash.0) != info.hash {
+        return Err(ChainError::HashMismatch {
+            ledger: seq,
+            claimed: hex::encode(entry.hash.0),
+            computed: info.hash,
+        });
+    }
+    let results = lcm_results(lcm);
     let mut envelopes: Option<HashMap<[u8; 32], &TransactionEnvelope>> = None;
     let mut txs = Vec::new();
     for (i, (hash, result, meta)) in results.into_iter().enumerate() {
