@@ -56,6 +56,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = MetaArg::V4)]
         meta: MetaArg,
     },
+    /// Decode a chain payload (Horizon/RPC JSON, a golden scenario file, or base64 XDR) into one
+    /// JSON line per contract event.
+    Decode {
+        /// Input file, or `-` for standard input.
+        file: String,
+        /// Only events of this contract (`C…`); default: every contract.
+        #[arg(long)]
+        contract: Option<String>,
+    },
     /// Validate the configuration and print the effective settings (secrets redacted) as JSON.
     Config {
         /// Also require the chain settings the ingestor needs (source URL, contract, passphrase).

@@ -1,7 +1,10 @@
 //! Fluxora stream ledger: an event-sourced indexer for the Fluxora token-streaming contract on
-//! Stellar (Soroban). See `DESIGN` notes in the README.
+//! Stellar (Soroban). See the README for the layout.
+pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod contract;
+pub mod decode;
 pub mod domain;
 pub mod sim;
 pub mod store;

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let needs = match &cli.command {
-        Command::Migrate | Command::Sim { .. } => Needs::default(),
+        Command::Migrate | Command::Sim { .. } | Command::Decode { .. } => Needs::default(),
         Command::Config { chain } => Needs { chain: *chain },
     };
     let settings = match cli.settings.validate(needs) {
@@ -150,6 +150,30 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 t.await??;
             }
             server.stop().await;
+            Ok(())
+        }
+        Command::Decode { file, contract } => {
+            use anyhow::Context;
+            let opts = fluxora::decode::DecodeOptions {
+                contract,
+                source_name: file.clone(),
+                limits: None,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let summary = if file == "-" {
+                fluxora::decode::decode(&mut std::io::stdin().lock(), &mut out, &opts)?
+            } else {
+                let mut f =
+                    std::fs::File::open(&file).with_context(|| format!("opening {file}"))?;
+                fluxora::decode::decode(&mut f, &mut out, &opts)?
+            };
+            if summary.unrecognized > 0 {
+                eprintln!(
+                    "{} events, {} unrecognized",
+                    summary.events, summary.unrecognized
+                );
+            }
             Ok(())
         }
         Command::Config { .. } => {

@@ -1,0 +1,197 @@
+//! Decode throughput: base64 `LedgerCloseMeta` (V2, meta V4) heavy in Fluxora events → verified
+//! ledger bundles with typed events and Stream entries, on one core.
+//!
+//! `cargo bench --bench decode` prints `decode contract_events_per_sec=<n>`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fluxora::chain::meta::{bundle_from_lcm, decode_b64, network_id, ContractFilter, XdrLimits};
+use fluxora::chain::synth::{ledger_close_meta, SynthTx};
+use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr, ScVal, WriteXdr};
+
+const PASSPHRASE: &str = "Test SDF Network ; September 2015";
+const CONTRACT: &str = "CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAD2KM";
+
+fn scval(b64: &str) -> Result<ScVal, String> {
+    ScVal::from_xdr_base64(
+        b64,
+        Limits {
+            depth: 500,
+            len: 1 << 20,
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn golden_txs(dir: &Path) -> Result<Vec<SynthTx>, String> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && !p.to_string_lossy().contains("random_seed")
+        })
+        .collect();
+    files.sort();
+    for p in files {
+        let text = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+        let f: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        for step in f["steps"].as_array().into_iter().flatten() {
+            let Some(events) = step["events"].as_array() else {
+                continue;
+            };
+            if events.is_empty() {
+                continue;
+            }
+            let mut evs = Vec::new();
+            for e in events {
+                let topics = e["topics_xdr"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| scval(t.as_str().unwrap_or_default()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                evs.push((topics, scval(e["data_xdr"].as_str().unwrap_or_default())?));
+            }
+            let mut changes = Vec::new();
+            if let Some(st) = step["state_after"].as_object() {
+                for (id, s) in st {
+                    let Ok(id) = id.parse::<u64>() else { continue };
+                    if evs.iter().any(|(t, _)| t.get(1) == Some(&ScVal::U64(id))) {
+                        changes.push((
+                            id,
+                            match s["state_scval_xdr"].as_str() {
+                                Some(b) => Some(scval(b)?),
+                                None => None,
+                            },
+                        ));
+                    }
+                }
+            }
+            out.push(SynthTx {
+                function: step["action"]
+                    .as_str()
+                    .unwrap_or("f")
+                    .split('(')
+                    .next()
+                    .unwrap_or("f")
+                    .to_string(),
+                args: vec![ScVal::U64(out.len() as u64)],
+                events: evs,
+                stream_changes: changes,
+                success: true,
+                seq_num: out.len() as i64 + 1,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn main() -> Result<(), String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/contract-oracle");
+    let txs = golden_txs(&dir)?;
+    let contract = match stellar_strkey::Strkey::from_string(CONTRACT) {
+        Ok(stellar_strkey::Strkey::Contract(c)) => c.0,
+        _ => return Err("bad contract".into()),
+    };
+    let nid = network_id(PASSPHRASE);
+    // 20 ledgers × 100 transactions, cycling through every golden transaction with events.
+    let mut payloads = Vec::new();
+    let mut prev = [0u8; 32];
+    let mut it = txs.iter().cloned().cycle();
+    for l in 0..20u32 {
+        let chunk: Vec<SynthTx> = (0..100)
+            .filter_map(|j| {
+                it.next().map(|mut t| {
+                    t.seq_num = i64::from(l) * 1000 + j;
+                    t
+                })
+            })
+            .collect();
+        let (lcm, hash) = ledger_close_meta(
+            &nid,
+            5_000_000 + l,
+            prev,
+            1_700_000_000 + u64::from(l) * 5,
+            contract,
+            &chunk,
+            true,
+        )
+        .map_err(|e| e.to_string())?;
+        prev = hash;
+        payloads.push((
+            hex::encode(hash),
+            lcm.to_xdr_base64(Limits::none())
+                .map_err(|e| e.to_string())?,
+        ));
+    }
+    let filter = ContractFilter::from_bytes(contract);
+    let limits = XdrLimits::default();
+    let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
+
+    let run = |payloads: &[(String, String)]| -> Result<(usize, usize), String> {
+        let mut events = 0usize;
+        let mut unrecognized = 0usize;
+        for (hash, b64) in payloads {
+            let lcm: LedgerCloseMeta =
+                decode_b64("LedgerCloseMeta", "bench", b64, limits).map_err(|e| e.to_string())?;
+            let b = bundle_from_lcm(&lcm, &nid, &filter, Some(hash)).map_err(|e| e.to_string())?;
+            for t in &b.txs {
+                events += t.events.len();
+                unrecognized += t
+                    .events
+                    .iter()
+                    .filter(|e| e.decoded.is_unrecognized())
+                    .count();
+            }
+        }
+        Ok((events, unrecognized))
+    };
+    if std::env::var("DECODE_BENCH_SPLIT").is_ok() {
+        let t = Instant::now();
+        let mut lcms = Vec::new();
+        for (_, b64) in &payloads {
+            lcms.push(
+                decode_b64::<LedgerCloseMeta>("LedgerCloseMeta", "bench", b64, limits)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let d = t.elapsed();
+        let t = Instant::now();
+        for ((hash, _), lcm) in payloads.iter().zip(&lcms) {
+            bundle_from_lcm(lcm, &nid, &filter, Some(hash)).map_err(|e| e.to_string())?;
+        }
+        println!(
+            "decode split xdr_ms={} bundle_ms={}",
+            d.as_millis(),
+            t.elapsed().as_millis()
+        );
+    }
+    // Warm-up.
+    let (per_pass, unrecognized) = run(&payloads)?;
+    if unrecognized > 0 {
+        return Err(format!(
+            "{unrecognized} unrecognized events in the bench payloads"
+        ));
+    }
+    let start = Instant::now();
+    let mut events = 0usize;
+    let mut passes = 0usize;
+    while start.elapsed() < Duration::from_secs(3) {
+        events += run(&payloads)?.0;
+        passes += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "decode ledgers={} txs_per_ledger=100 events_per_pass={per_pass} base64_bytes_per_pass={bytes} passes={passes}",
+        payloads.len()
+    );
+    println!(
+        "decode contract_events_per_sec={}",
+        (events as f64 / secs) as u64
+    );
+    Ok(())
+}
