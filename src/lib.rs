@@ -2,7 +2,9 @@
 //! Stellar (Soroban). See `DESIGN` notes in the README.
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod domain;
+pub mod projection;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
