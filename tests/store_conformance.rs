@@ -188,6 +188,22 @@ async fn append_and_read_back(h: &Harness) {
     assert_eq!(s.epoch().await.unwrap(), 0);
     assert!(s.reorgs(10).await.unwrap().is_empty());
     s.ping().await.unwrap();
+    assert_eq!(s.get_meta("network_passphrase").await.unwrap(), None);
+    s.set_meta("network_passphrase", "Test SDF Network ; September 2015")
+        .await
+        .unwrap();
+    s.set_meta(
+        "network_passphrase",
+        "Public Global Stellar Network ; September 2015",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_meta("network_passphrase").await.unwrap().as_deref(),
+        Some("Public Global Stellar Network ; September 2015")
+    );
+    assert!(s.set_meta("epoch", "9").await.is_err());
+    assert_eq!(s.epoch().await.unwrap(), 0);
 }
 
 async fn failed_batch_leaves_nothing(h: &Harness) {

@@ -235,6 +235,10 @@ pub trait Store: Send + Sync {
     async fn reorgs(&self, limit: u32) -> Result<Vec<ReorgRecord>, StoreError>;
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// A store-wide setting (e.g. `network_passphrase`, written by the ingestor on first run).
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a store-wide setting. `epoch` is reserved for rollbacks.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
 }
 
 /// Opens the store the URL names (creating an SQLite file if missing) and applies migrations.
