@@ -1,9 +1,11 @@
 //! Fluxora stream ledger: an event-sourced indexer for the Fluxora token-streaming contract on
 //! Stellar (Soroban). See `DESIGN` notes in the README.
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod domain;
+pub mod ingest;
 pub mod projection;
 pub mod sim;
 pub mod store;
