@@ -1,5 +1,6 @@
 //! Fluxora stream ledger: an event-sourced indexer for the Fluxora token-streaming contract on
 //! Stellar (Soroban). See `DESIGN` notes in the README.
+pub mod app;
 pub mod chain;
 pub mod cli;
 pub mod config;

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let needs = match &cli.command {
-        Command::Migrate | Command::Sim { .. } => Needs::default(),
+        Command::Migrate | Command::Sim { .. } | Command::Demo { .. } => Needs::default(),
+        Command::Serve => Needs { chain: true },
         Command::Config { chain } => Needs { chain: *chain },
     };
     let settings = match cli.settings.validate(needs) {
@@ -151,6 +152,36 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             server.stop().await;
             Ok(())
+        }
+        Command::Serve => Ok(fluxora::app::serve(settings).await?),
+        Command::Demo {
+            exit_after_ledgers,
+            demo_database,
+            seed,
+            cadence_ms,
+            fork_every,
+        } => {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = demo_database.clone().into_os_string();
+                p.push(suffix);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => anyhow::bail!("cannot reset the demo database {p:?}: {e}"),
+                }
+            }
+            let opts = fluxora::app::DemoOptions {
+                database_url: fluxora::config::DatabaseUrl::Sqlite(format!(
+                    "sqlite://{}",
+                    demo_database.display()
+                )),
+                listen_addr: settings.listen_addr,
+                seed,
+                cadence: std::time::Duration::from_millis(cadence_ms.max(1)),
+                fork_every,
+                exit_after_ledgers,
+            };
+            Ok(fluxora::app::demo(opts).await?)
         }
         Command::Config { .. } => {
             println!("{}", serde_json::to_string_pretty(&settings)?);
