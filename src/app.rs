@@ -210,6 +210,7 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
         IngestConfig {
             start_ledger: settings.start_ledger,
             finality_depth: settings.finality_depth,
+            batch_ledgers: settings.ingest_batch_ledgers,
             network_passphrase: passphrase,
             ..Default::default()
         },

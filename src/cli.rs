@@ -53,6 +53,9 @@ pub enum Command {
         /// Seed of the generated activity.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Generate exactly this many ledgers up front and stop growing (a fixed chain).
+        #[arg(long)]
+        ledgers: Option<u32>,
         /// Milliseconds between generated ledgers (0: as fast as possible).
         #[arg(long, default_value_t = 1000)]
         cadence_ms: u64,

@@ -76,6 +76,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             passphrase,
             meta,
             seed,
+            ledgers,
             cadence_ms,
             txs_per_ledger,
             streams,
@@ -111,20 +112,18 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                         fork_every: (fork_every > 0).then_some(fork_every),
                         fork_depth,
                     };
-                    // One ledger first, so the network has a tip when clients arrive.
-                    {
-                        let mut g = g;
-                        let mut chain = state.chain.write().await;
+                    // At least one ledger first, so the network has a tip when clients arrive.
+                    let mut g = g;
+                    let mut chain = state.chain.write().await;
+                    for _ in 0..ledgers.unwrap_or(1).max(1) {
                         g.next_ledger(&mut chain)?;
-                        drop(chain);
-                        let task = tokio::spawn(live::run(state.clone(), g, cfg, stop_rx));
-                        (
-                            state,
-                            format!("generated (seed {seed})"),
-                            contract,
-                            Some(task),
-                        )
                     }
+                    drop(chain);
+                    let task = match ledgers {
+                        Some(_) => None,
+                        None => Some(tokio::spawn(live::run(state.clone(), g, cfg, stop_rx))),
+                    };
+                    (state, format!("generated (seed {seed})"), contract, task)
                 }
             };
             let server = http::serve(state.clone(), listen).await?;
