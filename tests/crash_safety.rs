@@ -12,7 +12,7 @@ use fluxora::config::DatabaseUrl;
 use fluxora::store::{self, Store};
 use rand::{Rng, SeedableRng};
 
-const LEDGERS: u32 = 1_500;
+const LEDGERS: u32 = 3_000;
 const FIRST: u32 = 1_000;
 const TRIALS: usize = 24;
 
@@ -80,7 +80,7 @@ fn serve(sim: &Sim, db: &Path) -> Child {
         .env("CONTRACT_ID", &sim.contract)
         .env("NETWORK_PASSPHRASE", &sim.passphrase)
         .env("START_LEDGER", FIRST.to_string())
-        .env("INGEST_BATCH_LEDGERS", "25")
+        .env("INGEST_BATCH_LEDGERS", "20")
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("LOG_LEVEL", "warn")
         .env("LOG_FORMAT", "json")
@@ -143,8 +143,8 @@ async fn sigkill_at_random_moments_leaves_the_same_store_as_an_uninterrupted_run
     let mut progress = Vec::new();
     for _ in 0..TRIALS {
         let mut child = serve(&sim, &crashed);
-        // Kill somewhere between start-up and a full run's duration.
-        let after = rng.gen_range(10..window / 2 + 20);
+        // Short random runs, so that the kills land all along the ingestion.
+        let after = rng.gen_range(5..window * 2 / TRIALS as u64 + 10);
         tokio::time::sleep(Duration::from_millis(after)).await;
         child.kill().unwrap(); // SIGKILL
         let _ = child.wait();
