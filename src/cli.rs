@@ -22,6 +22,28 @@ pub struct Cli {
 pub enum Command {
     /// Create the database if missing and apply every pending migration.
     Migrate,
+    /// Ingest the configured network (SOURCE, CONTRACT_ID, NETWORK_PASSPHRASE, …) into the store,
+    /// following the tip; `/health` on LISTEN_ADDR.
+    Serve,
+    /// No setup needed: a simulated Stellar network on loopback, indexed live into a fresh
+    /// SQLite file through the real RPC client, forking now and then.
+    Demo {
+        /// Stop once this many ledgers are indexed (scripted runs).
+        #[arg(long)]
+        exit_after_ledgers: Option<u32>,
+        /// SQLite file for the demo (recreated at each run).
+        #[arg(long, default_value = "fluxora-demo.db")]
+        demo_database: PathBuf,
+        /// Seed of the simulated activity.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Milliseconds between simulated ledgers.
+        #[arg(long, default_value_t = 500)]
+        cadence_ms: u64,
+        /// Fork the simulated network every N ledgers (0: never).
+        #[arg(long, default_value_t = 40)]
+        fork_every: u64,
+    },
     /// Serve a simulated chain over HTTP on loopback, as Stellar RPC (`POST /`) and as Horizon
     /// (`GET /ledgers`, …), until interrupted.
     Sim {
@@ -31,6 +53,9 @@ pub enum Command {
         /// Seed of the generated activity.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Generate exactly this many ledgers up front and stop growing (a fixed chain).
+        #[arg(long)]
+        ledgers: Option<u32>,
         /// Milliseconds between generated ledgers (0: as fast as possible).
         #[arg(long, default_value_t = 1000)]
         cadence_ms: u64,

@@ -55,6 +55,9 @@ pub struct RawSettings {
     /// Ledgers behind the tip that may still be rolled back.
     #[arg(long, env = "FINALITY_DEPTH", global = true)]
     pub finality_depth: Option<String>,
+    /// Ledgers per fetch and per committed batch (1..=200, default 100).
+    #[arg(long, env = "INGEST_BATCH_LEDGERS", global = true)]
+    pub ingest_batch_ledgers: Option<String>,
     /// Decimals of the streamed token (default 7).
     #[arg(long, env = "TOKEN_DECIMALS", global = true)]
     pub token_decimals: Option<String>,
@@ -260,6 +263,7 @@ pub struct Settings {
     pub network_passphrase: Option<String>,
     pub start_ledger: Option<u32>,
     pub finality_depth: u32,
+    pub ingest_batch_ledgers: u32,
     pub token_decimals: u32,
     pub listen_addr: SocketAddr,
     pub admin_api_key: Option<Secret>,
@@ -385,6 +389,10 @@ impl RawSettings {
                 parse_u32_in(r, 0, MAX_FINALITY_DEPTH)
             }),
         };
+        let ingest_batch_ledgers = match non_empty(&self.ingest_batch_ledgers) {
+            None => Some(100),
+            raw => c.parse("INGEST_BATCH_LEDGERS", raw, |r| parse_u32_in(r, 1, 200)),
+        };
         let token_decimals = match non_empty(&self.token_decimals) {
             None => Some(DEFAULT_TOKEN_DECIMALS),
             raw => c.parse("TOKEN_DECIMALS", raw, |r| {
@@ -462,29 +470,35 @@ impl RawSettings {
             database_url,
             source,
             finality_depth,
+            ingest_batch_ledgers,
             token_decimals,
             listen_addr,
             log_format,
         ) {
-            (Some(database_url), Some(source), Some(fd), Some(td), Some(la), Some(lf))
-                if c.0.is_empty() =>
-            {
-                Ok(Settings {
-                    database_url,
-                    source,
-                    horizon_url,
-                    stellar_rpc_url,
-                    contract_id,
-                    network_passphrase,
-                    start_ledger,
-                    finality_depth: fd,
-                    token_decimals: td,
-                    listen_addr: la,
-                    admin_api_key,
-                    log_format: lf,
-                    log_level,
-                })
-            }
+            (
+                Some(database_url),
+                Some(source),
+                Some(fd),
+                Some(bl),
+                Some(td),
+                Some(la),
+                Some(lf),
+            ) if c.0.is_empty() => Ok(Settings {
+                database_url,
+                source,
+                horizon_url,
+                stellar_rpc_url,
+                contract_id,
+                network_passphrase,
+                start_ledger,
+                finality_depth: fd,
+                ingest_batch_ledgers: bl,
+                token_decimals: td,
+                listen_addr: la,
+                admin_api_key,
+                log_format: lf,
+                log_level,
+            }),
             _ => Err(ConfigErrors(c.0)),
         }
     }
@@ -521,6 +535,7 @@ mod tests {
             network_passphrase: None,
             start_ledger: Some("0".into()),
             finality_depth: Some("-3".into()),
+            ingest_batch_ledgers: Some("0".into()),
             token_decimals: Some("39".into()),
             listen_addr: Some("localhost".into()),
             admin_api_key: Some("short".into()),
@@ -538,6 +553,7 @@ mod tests {
             "NETWORK_PASSPHRASE",
             "START_LEDGER",
             "FINALITY_DEPTH",
+            "INGEST_BATCH_LEDGERS",
             "TOKEN_DECIMALS",
             "LISTEN_ADDR",
             "ADMIN_API_KEY",

@@ -20,7 +20,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let needs = match &cli.command {
-        Command::Migrate | Command::Sim { .. } | Command::Decode { .. } => Needs::default(),
+        Command::Migrate | Command::Sim { .. } | Command::Decode { .. } | Command::Demo { .. } => {
+            Needs::default()
+        }
+        Command::Serve => Needs { chain: true },
         Command::Config { chain } => Needs { chain: *chain },
     };
     let settings = match cli.settings.validate(needs) {
@@ -75,6 +78,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             passphrase,
             meta,
             seed,
+            ledgers,
             cadence_ms,
             txs_per_ledger,
             streams,
@@ -110,20 +114,18 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                         fork_every: (fork_every > 0).then_some(fork_every),
                         fork_depth,
                     };
-                    // One ledger first, so the network has a tip when clients arrive.
-                    {
-                        let mut g = g;
-                        let mut chain = state.chain.write().await;
+                    // At least one ledger first, so the network has a tip when clients arrive.
+                    let mut g = g;
+                    let mut chain = state.chain.write().await;
+                    for _ in 0..ledgers.unwrap_or(1).max(1) {
                         g.next_ledger(&mut chain)?;
-                        drop(chain);
-                        let task = tokio::spawn(live::run(state.clone(), g, cfg, stop_rx));
-                        (
-                            state,
-                            format!("generated (seed {seed})"),
-                            contract,
-                            Some(task),
-                        )
                     }
+                    drop(chain);
+                    let task = match ledgers {
+                        Some(_) => None,
+                        None => Some(tokio::spawn(live::run(state.clone(), g, cfg, stop_rx))),
+                    };
+                    (state, format!("generated (seed {seed})"), contract, task)
                 }
             };
             let server = http::serve(state.clone(), listen).await?;
@@ -175,6 +177,36 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Serve => Ok(fluxora::app::serve(settings).await?),
+        Command::Demo {
+            exit_after_ledgers,
+            demo_database,
+            seed,
+            cadence_ms,
+            fork_every,
+        } => {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = demo_database.clone().into_os_string();
+                p.push(suffix);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => anyhow::bail!("cannot reset the demo database {p:?}: {e}"),
+                }
+            }
+            let opts = fluxora::app::DemoOptions {
+                database_url: fluxora::config::DatabaseUrl::Sqlite(format!(
+                    "sqlite://{}",
+                    demo_database.display()
+                )),
+                listen_addr: settings.listen_addr,
+                seed,
+                cadence: std::time::Duration::from_millis(cadence_ms.max(1)),
+                fork_every,
+                exit_after_ledgers,
+            };
+            Ok(fluxora::app::demo(opts).await?)
         }
         Command::Config { .. } => {
             println!("{}", serde_json::to_string_pretty(&settings)?);

@@ -5,6 +5,7 @@ pub mod generator;
 pub mod http;
 pub mod live;
 pub mod scenario;
+pub mod source;
 
 pub use chain::{MetaFormat, SimChain, SimError, SimEvent, SimLedger, SimTx, StreamChange, TxSpec};
 

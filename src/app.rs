@@ -1,0 +1,354 @@
+//! The long-running commands: `serve` (ingest a real network) and `demo` (ingest the built-in
+//! simulated network), with a health endpoint and a live status line.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::sync::watch;
+
+use crate::chain::horizon::HorizonSource;
+use crate::chain::http::HttpPolicy;
+use crate::chain::rpc::RpcSource;
+use crate::chain::{ContractFilter, LedgerSource};
+use crate::config::{DatabaseUrl, Settings, SourceKind};
+use crate::ingest::{IndexerState, IndexerStatus, IngestConfig, Ingestor};
+use crate::store::Store;
+
+/// Errors of the long-running commands.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Chain(#[from] crate::chain::ChainError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Sim(#[from] crate::sim::SimError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone)]
+struct HealthState {
+    status: watch::Receiver<IndexerStatus>,
+    store: Arc<dyn Store>,
+    source: Arc<dyn LedgerSource>,
+}
+
+async fn health(State(h): State<HealthState>) -> Response {
+    let status = h.status.borrow().clone();
+    let db_ok = h.store.ping().await.is_ok();
+    let halted = matches!(status.state, IndexerState::Halted { .. });
+    let body = serde_json::json!({
+        "status": if db_ok && !halted && status.state == IndexerState::Healthy { "ok" } else { "degraded" },
+        "service": "fluxora",
+        "indexer": status,
+        "lastSafeLedger": status.last_safe_ledger,
+        "reorgDetected": status.reorgs > 0,
+        "source": h.source.health(),
+        "database": { "backend": h.store.backend(), "ok": db_ok },
+    });
+    let code = if halted || !db_ok {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn serve_health(
+    addr: SocketAddr,
+    h: HealthState,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AppError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Listen { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| AppError::Listen { addr, source })?;
+    let app = Router::new().route("/health", get(health)).with_state(h);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+    });
+    Ok((local, task))
+}
+
+/// Prints a one-line live status on a terminal, periodic log lines otherwise.
+fn spawn_status_line(
+    status: watch::Receiver<IndexerStatus>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let tty = std::io::stdout().is_terminal();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(if tty { 1 } else { 10 }));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let s = status.borrow().clone();
+            let state = match &s.state {
+                IndexerState::Halted { reason } => format!("halted: {reason}"),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            let line = format!(
+                "ledger {} | tip {} | lag {} ledgers | events ingested {} | reorgs {} | epoch {} | {state}",
+                s.ledger.map_or("-".into(), |l| l.to_string()),
+                s.source_tip.map_or("-".into(), |l| l.to_string()),
+                s.lag_ledgers.map_or("-".into(), |l| l.to_string()),
+                s.events_ingested,
+                s.reorgs,
+                s.epoch,
+            );
+            if tty {
+                print!("\r\x1b[2K{line}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            } else {
+                tracing::info!(
+                    ledger = s.ledger,
+                    tip = s.source_tip,
+                    lag_ledgers = s.lag_ledgers,
+                    events = s.events_ingested,
+                    reorgs = s.reorgs,
+                    epoch = s.epoch,
+                    state = %state,
+                    "ingest status"
+                );
+            }
+        }
+        if tty {
+            println!();
+        }
+    })
+}
+
+/// Resolves when Ctrl-C (or SIGTERM) arrives, then fires `stop`.
+pub fn spawn_signal_handler(stop: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                        let _ = stop.send(true);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        let _ = stop.send(true);
+    });
+}
+
+/// `fluxora serve`: ingest the configured network into the store, with `/health`.
+pub async fn serve(settings: Settings) -> Result<(), AppError> {
+    let store: Arc<dyn Store> = Arc::from(crate::store::open(&settings.database_url).await?);
+    let contract = settings
+        .contract_id
+        .as_ref()
+        .ok_or_else(|| AppError::Invalid("CONTRACT_ID is required".into()))?;
+    let passphrase = settings
+        .network_passphrase
+        .clone()
+        .ok_or_else(|| AppError::Invalid("NETWORK_PASSPHRASE is required".into()))?;
+    let filter = ContractFilter::contract(contract.as_str())?;
+    let source: Arc<dyn LedgerSource> = match settings.source {
+        SourceKind::Rpc => {
+            let url = settings
+                .stellar_rpc_url
+                .as_ref()
+                .ok_or_else(|| AppError::Invalid("STELLAR_RPC_URL is required".into()))?;
+            Arc::new(RpcSource::new(
+                url.as_str(),
+                &passphrase,
+                filter,
+                HttpPolicy::default(),
+            )?)
+        }
+        SourceKind::Horizon => {
+            let url = settings
+                .horizon_url
+                .as_ref()
+                .ok_or_else(|| AppError::Invalid("HORIZON_URL is required".into()))?;
+            Arc::new(HorizonSource::new(
+                url.as_str(),
+                filter,
+                HttpPolicy::default(),
+            )?)
+        }
+    };
+    let ingestor = Ingestor::new(
+        store.clone(),
+        source.clone(),
+        IngestConfig {
+            start_ledger: settings.start_ledger,
+            finality_depth: settings.finality_depth,
+            batch_ledgers: settings.ingest_batch_ledgers,
+            network_passphrase: passphrase,
+            ..Default::default()
+        },
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    spawn_signal_handler(stop_tx);
+    let (addr, http) = serve_health(
+        settings.listen_addr,
+        HealthState {
+            status: ingestor.status(),
+            store: store.clone(),
+            source: source.clone(),
+        },
+        stop_rx.clone(),
+    )
+    .await?;
+    tracing::info!(%addr, source = source.name(), contract = %contract.as_str(), "serving /health; ingesting");
+    let status = spawn_status_line(ingestor.status(), stop_rx.clone());
+    let result = ingestor.run(stop_rx).await;
+    http.abort();
+    status.abort();
+    result?;
+    Ok(())
+}
+
+/// Options of `fluxora demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub database_url: DatabaseUrl,
+    pub listen_addr: SocketAddr,
+    pub seed: u64,
+    pub cadence: Duration,
+    pub fork_every: u64,
+    pub exit_after_ledgers: Option<u32>,
+}
+
+/// `fluxora demo`: a simulated network on loopback, ingested through the real RPC client into
+/// the store, with `/health` and a live status line; forks now and then.
+pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
+    use crate::sim::{generator, http as simhttp, live};
+    let store: Arc<dyn Store> = Arc::from(crate::store::open(&opts.database_url).await?);
+    let g = generator::Generator::new(generator::GenConfig {
+        seed: opts.seed,
+        txs_per_ledger: 6,
+        target_streams: 100,
+        ..Default::default()
+    });
+    let contract = g.contract;
+    let contract_strkey = g.contract_strkey();
+    let first = g.cfg.first_seq;
+    let passphrase = g.cfg.passphrase.clone();
+    let state = simhttp::SimState::new(g.empty_chain());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut g = g;
+    {
+        let mut chain = state.chain.write().await;
+        // A little history before the demo starts, so catch-up shows too.
+        for _ in 0..50 {
+            g.next_ledger(&mut chain)?;
+        }
+    }
+    let net = tokio::spawn(live::run(
+        state.clone(),
+        g,
+        live::LiveConfig {
+            cadence: Some(opts.cadence),
+            max_ledgers: None,
+            fork_every: (opts.fork_every > 0).then_some(opts.fork_every),
+            fork_depth: 3,
+        },
+        stop_rx.clone(),
+    ));
+    let sim = simhttp::serve(
+        state.clone(),
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| AppError::Invalid("address".into()))?,
+    )
+    .await
+    .map_err(|source| AppError::Listen {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        source,
+    })?;
+    let source: Arc<dyn LedgerSource> = Arc::new(RpcSource::new(
+        &format!("{}/", sim.url()),
+        &passphrase,
+        ContractFilter::from_bytes(contract),
+        HttpPolicy::default(),
+    )?);
+    let ingestor = Ingestor::new(
+        store.clone(),
+        source.clone(),
+        IngestConfig {
+            start_ledger: Some(first),
+            finality_depth: 16,
+            batch_ledgers: 100,
+            poll_interval: Duration::from_millis(200),
+            network_passphrase: passphrase.clone(),
+            stop_at: opts.exit_after_ledgers.map(|n| first + n.saturating_sub(1)),
+            ..Default::default()
+        },
+    );
+    spawn_signal_handler(stop_tx.clone());
+    let (addr, http) = serve_health(
+        opts.listen_addr,
+        HealthState {
+            status: ingestor.status(),
+            store: store.clone(),
+            source: source.clone(),
+        },
+        stop_rx.clone(),
+    )
+    .await?;
+    println!("Fluxora demo: a simulated Stellar network, indexed live.");
+    println!(
+        "  simulated network (Stellar RPC): {}/   Horizon: {}/ledgers",
+        sim.url(),
+        sim.url()
+    );
+    println!("  contract: {contract_strkey}   passphrase: {passphrase}");
+    println!("  database: {}", opts.database_url.redacted());
+    println!("  health:   http://{addr}/health");
+    println!("  (REST API and WebSocket hub: not built yet; Ctrl-C stops)");
+    let status = spawn_status_line(ingestor.status(), stop_rx.clone());
+    let result = ingestor.run(stop_rx).await;
+    let _ = stop_tx.send(true);
+    let _ = net.await;
+    status.abort();
+    http.abort();
+    sim.stop().await;
+    let s = ingestor.status().borrow().clone();
+    println!(
+        "\ndemo finished: ledger {}, {} events, {} reorgs, epoch {}",
+        s.ledger.map_or("-".into(), |l| l.to_string()),
+        store.event_count().await?,
+        s.reorgs,
+        s.epoch
+    );
+    result?;
+    Ok(())
+}
