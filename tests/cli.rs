@@ -187,3 +187,38 @@ fn an_unreachable_database_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn demo_indexes_the_simulated_network_through_forks_and_exits_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fluxora(dir.path())
+        .args([
+            "--listen-addr",
+            "127.0.0.1:0",
+            "demo",
+            "--exit-after-ledgers",
+            "120",
+            "--cadence-ms",
+            "20",
+            "--fork-every",
+            "15",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("health:   http://127.0.0.1:"), "{stdout}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("demo finished"))
+        .unwrap_or_else(|| panic!("no summary in {stdout}"));
+    // "demo finished: ledger 1119, 700 events, 3 reorgs, epoch 3"
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let ledger: u32 = words[3].trim_end_matches(',').parse().unwrap();
+    let events: u64 = words[4].parse().unwrap();
+    let reorgs: u64 = words[6].parse().unwrap();
+    assert_eq!(ledger, 1_000 + 120 - 1);
+    assert!(events > 0 && reorgs > 0, "{summary}");
+    assert!(stderr.contains("reorg: rolled back"), "rollbacks are logged with their cause");
+    assert!(dir.path().join("fluxora-demo.db").exists());
+}
