@@ -44,6 +44,22 @@ pub struct LedgerBundle {
     pub txs: Vec<TxBundle>,
 }
 
+impl LedgerBundle {
+    /// Events of this ledger the decoder could not type (kept raw, counted, never fatal).
+    pub fn unrecognized_events(&self) -> usize {
+        self.txs
+            .iter()
+            .flat_map(|t| &t.events)
+            .filter(|e| e.decoded.is_unrecognized())
+            .count()
+    }
+
+    /// Number of contract events in the bundle.
+    pub fn event_count(&self) -> usize {
+        self.txs.iter().map(|t| t.events.len()).sum()
+    }
+}
+
 /// One successful transaction that touched the contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TxBundle {
@@ -194,6 +210,8 @@ impl ChainError {
     pub fn is_transient(&self) -> bool {
         match self {
             ChainError::Transport { .. } | ChainError::CircuitOpen { .. } => true,
+            // JSON-RPC internal error: the server failed, not the request.
+            ChainError::Rpc { code, .. } => *code == -32603,
             ChainError::Http { status, .. } | ChainError::Problem { status, .. } => {
                 *status == 429 || *status >= 500
             }
