@@ -550,6 +550,13 @@ async fn rpc_real_get_ledgers_pair() {
         Arc::new(RpcSource::new(&url, TESTNET, ContractFilter::all(), fast_policy()).unwrap());
     let tip = src.tip().await.unwrap();
     assert_eq!((tip.oldest_ledger, tip.latest_ledger), (Some(36233), 36234));
+    let direct = RpcSource::new(&url, TESTNET, ContractFilter::all(), fast_policy()).unwrap();
+    let (seq, hash) = direct.latest_ledger().await.unwrap();
+    assert_eq!(seq, 36234);
+    assert_eq!(
+        hash,
+        "201f38ca43cfad09d00287ee70d77edc8c88a61e018683fd466e71688222a217"
+    );
     let bundles = collect(src.clone(), 36233, 2, fetch_cfg(1, 2)).await;
     assert_chain(&bundles, 36233);
     assert_eq!(
