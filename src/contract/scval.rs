@@ -185,6 +185,19 @@ pub fn field<T: FromScVal>(m: &ScMap, key: &str) -> Result<T, String> {
     T::from_scval(v).map_err(|e| format!("field `{key}`: {e}"))
 }
 
+/// Like [`field`], but tries entry `*hint` first (maps are sorted by key, and callers ask for
+/// fields in that order), falling back to a full lookup; the key is always checked.
+pub fn field_hinted<T: FromScVal>(m: &ScMap, key: &str, hint: &mut usize) -> Result<T, String> {
+    let v = match m.0.get(*hint) {
+        Some(e) if as_symbol(&e.key) == Some(key.as_bytes()) => {
+            *hint += 1;
+            &e.val
+        }
+        _ => map_get(m, key).ok_or_else(|| format!("missing field `{key}`"))?,
+    };
+    T::from_scval(v).map_err(|e| format!("field `{key}`: {e}"))
+}
+
 /// Element `i` of a tuple (`Vec`) of type `T`.
 pub fn elem<T: FromScVal>(items: &[ScVal], i: usize, what: &str) -> Result<T, String> {
     let v = items
@@ -203,7 +216,8 @@ macro_rules! map_struct {
             /// Decode from the contract's `ScVal::Map`, by field name.
             pub fn from_scval(v: &stellar_xdr::ScVal) -> Result<Self, String> {
                 let m = $crate::contract::scval::as_map(v)?;
-                Ok(Self { $($f: $crate::contract::scval::field::<$t>(m, stringify!($f))?),* })
+                let mut hint = 0usize;
+                Ok(Self { $($f: $crate::contract::scval::field_hinted::<$t>(m, stringify!($f), &mut hint)?),* })
             }
         }
     };
