@@ -279,5 +279,11 @@ mod tests {
             .contains("missing field `c`"));
         assert!(field::<u32>(&m, "a").unwrap_err().contains("expected U32"));
         assert_eq!(Option::<u64>::from_scval(&ScVal::Void).unwrap(), None);
+        // The sorted-order hint never trusts position: out-of-order maps still decode by key.
+        let mut hint = 0;
+        assert_eq!(field_hinted::<u64>(&m, "a", &mut hint).unwrap(), 1);
+        assert_eq!(field_hinted::<u64>(&m, "b", &mut hint).unwrap(), 2);
+        let mut hint = 0;
+        assert!(field_hinted::<u64>(&m, "z", &mut hint).is_err());
     }
 }
