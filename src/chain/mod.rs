@@ -8,7 +8,9 @@
 //! `event_index` is the 0-based position of the event among the **contract events of that
 //! operation** (`soroban_meta.events` for meta V3, `operations[op].events` for V4), counting the
 //! events of every contract (not only ours) so the id is stable whatever the filter. Transaction-level
-//! fee events are not counted.
+//! fee events are not counted (RPC files them under other TOIDs: `{ledger,0,0}` before all txs,
+//! `{ledger,tx,0xFFF}` after a tx). This is the same numbering stellar-rpc uses when it ingests
+//! operation events (`cmd/stellar-rpc/internal/db/event.go`), so our ids equal `getEvents` ids.
 
 pub mod fetch;
 pub mod horizon;
