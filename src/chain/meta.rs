@@ -332,6 +332,8 @@ pub fn contract_events(
     function: Option<&str>,
 ) -> Vec<RawContractEvent> {
     let mut out = Vec::new();
+    // Strkey-encoding the same contract id for every event is measurable; cache the last one.
+    let mut last_cid: Option<([u8; 32], String)> = None;
     for (op_index, events) in events_per_op(meta) {
         for (i, ev) in events.iter().enumerate() {
             if ev.type_ != ContractEventType::Contract {
@@ -342,11 +344,19 @@ pub fn contract_events(
                 continue;
             }
             let ContractEventBody::V0(body) = &ev.body;
+            let cid_str = match &last_cid {
+                Some((bytes, s)) if *bytes == cid.0 .0 => s.clone(),
+                _ => {
+                    let s = cid.to_string();
+                    last_cid = Some((cid.0 .0, s.clone()));
+                    s
+                }
+            };
             let raw = raw_event(
                 ctx,
                 op_index,
                 i as u32,
-                cid.to_string(),
+                cid_str,
                 body.topics.as_slice(),
                 &body.data,
                 function,
