@@ -242,6 +242,30 @@ pub trait LedgerSource: Send + Sync {
     fn health(&self) -> SourceHealth;
 }
 
+/// Which upstream API a source talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Horizon,
+    Rpc,
+}
+
+/// Build a boxed source for `contract` (a `C…` strkey). The RPC source needs the network
+/// passphrase to match envelopes to results; Horizon ignores it.
+pub fn build_source(
+    kind: SourceKind,
+    url: &str,
+    network_passphrase: &str,
+    contract: &str,
+    policy: HttpPolicy,
+) -> Result<Box<dyn LedgerSource>, ChainError> {
+    let filter = ContractFilter::contract(contract)?;
+    Ok(match kind {
+        SourceKind::Horizon => Box::new(HorizonSource::new(url, filter, policy)?),
+        SourceKind::Rpc => Box::new(RpcSource::new(url, network_passphrase, filter, policy)?),
+    })
+}
+
 /// `TOID` as used by Horizon paging tokens and RPC event ids.
 pub fn toid(ledger: u32, application_order: u32, op_index: u32) -> u64 {
     (u64::from(ledger) << 32)
@@ -261,6 +285,26 @@ pub fn event_id(ledger: u32, application_order: u32, op_index: u32, event_index:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_source_checks_the_contract() {
+        let ok = build_source(
+            SourceKind::Rpc,
+            "http://127.0.0.1:1",
+            "Test SDF Network ; September 2015",
+            "CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAD2KM",
+            HttpPolicy::default(),
+        );
+        assert_eq!(ok.map(|s| s.name()).ok(), Some("rpc"));
+        let bad = build_source(
+            SourceKind::Horizon,
+            "http://x",
+            "",
+            "GBAD",
+            HttpPolicy::default(),
+        );
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn event_id_matches_rpc_layout() {
