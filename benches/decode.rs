@@ -98,7 +98,38 @@ fn main() -> Result<(), String> {
         _ => return Err("bad contract".into()),
     };
     let nid = network_id(PASSPHRASE);
-    // 20 ledgers × 100 transactions, cycling through every golden transaction with events.
+    let payloads = build(&txs, &nid, contract)?;
+    let mut bare = txs.clone();
+    for t in &mut bare {
+        t.stream_changes.clear();
+    }
+    let bare_payloads = build(&bare, &nid, contract)?;
+    let filter = ContractFilter::from_bytes(contract);
+    measure(
+        &payloads,
+        &nid,
+        &filter,
+        "decode",
+        "contract_events_per_sec",
+    )?;
+    // Informational: the same transactions without their Stream storage entries.
+    measure(
+        &bare_payloads,
+        &nid,
+        &filter,
+        "decode (events only, no Stream entries)",
+        "events_only_per_sec",
+    )?;
+    Ok(())
+}
+
+/// 20 ledgers × 100 transactions, cycling through every golden transaction with events.
+fn build(
+    txs: &[SynthTx],
+    nid: &[u8; 32],
+    contract: [u8; 32],
+) -> Result<Vec<(String, String)>, String> {
+    let nid = *nid;
     let mut payloads = Vec::new();
     let mut prev = [0u8; 32];
     let mut it = txs.iter().cloned().cycle();
@@ -128,7 +159,18 @@ fn main() -> Result<(), String> {
                 .map_err(|e| e.to_string())?,
         ));
     }
-    let filter = ContractFilter::from_bytes(contract);
+    Ok(payloads)
+}
+
+fn measure(
+    payloads: &[(String, String)],
+    nid: &[u8; 32],
+    filter: &ContractFilter,
+    label: &str,
+    key: &str,
+) -> Result<(), String> {
+    let nid = *nid;
+    let filter = *filter;
     let limits = XdrLimits::default();
     let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
 
@@ -153,7 +195,7 @@ fn main() -> Result<(), String> {
     if std::env::var("DECODE_BENCH_SPLIT").is_ok() {
         let t = Instant::now();
         let mut lcms = Vec::new();
-        for (_, b64) in &payloads {
+        for (_, b64) in payloads {
             lcms.push(
                 decode_b64::<LedgerCloseMeta>("LedgerCloseMeta", "bench", b64, limits)
                     .map_err(|e| e.to_string())?,
@@ -165,13 +207,13 @@ fn main() -> Result<(), String> {
             bundle_from_lcm(lcm, &nid, &filter, Some(hash)).map_err(|e| e.to_string())?;
         }
         println!(
-            "decode split xdr_ms={} bundle_ms={}",
+            "{label} split xdr_ms={} bundle_ms={}",
             d.as_millis(),
             t.elapsed().as_millis()
         );
     }
     // Warm-up.
-    let (per_pass, unrecognized) = run(&payloads)?;
+    let (per_pass, unrecognized) = run(payloads)?;
     if unrecognized > 0 {
         return Err(format!(
             "{unrecognized} unrecognized events in the bench payloads"
@@ -181,17 +223,14 @@ fn main() -> Result<(), String> {
     let mut events = 0usize;
     let mut passes = 0usize;
     while start.elapsed() < Duration::from_secs(3) {
-        events += run(&payloads)?.0;
+        events += run(payloads)?.0;
         passes += 1;
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "decode ledgers={} txs_per_ledger=100 events_per_pass={per_pass} base64_bytes_per_pass={bytes} passes={passes}",
+        "{label}: ledgers={} txs_per_ledger=100 events_per_pass={per_pass} base64_bytes_per_pass={bytes} passes={passes}",
         payloads.len()
     );
-    println!(
-        "decode contract_events_per_sec={}",
-        (events as f64 / secs) as u64
-    );
+    println!("{label} {key}={}", (events as f64 / secs) as u64);
     Ok(())
 }

@@ -165,6 +165,17 @@ impl Decoder<'_> {
             return Err(parse_err(loc, "expected a JSON object or array"));
         };
         if let Some(resp) = obj.get("response") {
+            // `{request, response}` fixture envelope: getTransaction's hash is in the request.
+            if let (Some(hash), Some(result)) = (
+                obj.get("request")
+                    .and_then(|r| r.pointer("/params/hash"))
+                    .and_then(Value::as_str),
+                resp.get("result"),
+            ) {
+                if result.get("resultMetaXdr").is_some() {
+                    return self.rpc_tx(result, Some(hash), &format!("{loc}.response.result"));
+                }
+            }
             return self.json(resp, &format!("{loc}.response"));
         }
         if let Some(err) = obj.get("error") {

@@ -450,6 +450,10 @@ struct Rpc {
     fail: Mutex<VecDeque<u16>>,
     always_fail: AtomicBool,
     hits: AtomicUsize,
+    /// `getLedgers` ranges containing this ledger answer 500 this many times.
+    fail_ledger: Mutex<Option<(u32, usize)>>,
+    /// This ledger's `metadataXdr` is served corrupted while set.
+    corrupt: Mutex<Option<u32>>,
 }
 
 async fn rpc_handler(State(s): State<Arc<Rpc>>, Json(req): Json<Value>) -> Response {
@@ -472,7 +476,24 @@ async fn rpc_handler(State(s): State<Arc<Rpc>>, Json(req): Json<Value>) -> Respo
             if start < s.oldest || start > s.latest {
                 return Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32600, "message": format!("startLedger must be within the ledger range: {} - {}", s.oldest, s.latest)}})).into_response();
             }
-            let ls: Vec<Value> = s.ledgers.iter().filter(|l| l["sequence"].as_u64().unwrap() as u32 >= start).take(limit).cloned().collect();
+            let mut ls: Vec<Value> = s.ledgers.iter().filter(|l| l["sequence"].as_u64().unwrap() as u32 >= start).take(limit).cloned().collect();
+            let covers = |x: u32| ls.iter().any(|l| l["sequence"].as_u64() == Some(u64::from(x)));
+            {
+                let mut fl = s.fail_ledger.lock().unwrap();
+                if let Some((x, n)) = *fl {
+                    if n > 0 && covers(x) {
+                        *fl = Some((x, n - 1));
+                        return failure(500);
+                    }
+                }
+            }
+            if let Some(x) = *s.corrupt.lock().unwrap() {
+                for l in &mut ls {
+                    if l["sequence"].as_u64() == Some(u64::from(x)) {
+                        l["metadataXdr"] = json!("AAAAAgAAAAA=");
+                    }
+                }
+            }
             ok(json!({"ledgers": ls, "latestLedger": s.latest, "oldestLedger": s.oldest, "cursor": ls.last().map(|l| l["sequence"].to_string())}))
         }
         other => Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("method not found: {other}")}})).into_response(),
@@ -529,6 +550,13 @@ async fn rpc_real_get_ledgers_pair() {
         Arc::new(RpcSource::new(&url, TESTNET, ContractFilter::all(), fast_policy()).unwrap());
     let tip = src.tip().await.unwrap();
     assert_eq!((tip.oldest_ledger, tip.latest_ledger), (Some(36233), 36234));
+    let direct = RpcSource::new(&url, TESTNET, ContractFilter::all(), fast_policy()).unwrap();
+    let (seq, hash) = direct.latest_ledger().await.unwrap();
+    assert_eq!(seq, 36234);
+    assert_eq!(
+        hash,
+        "201f38ca43cfad09d00287ee70d77edc8c88a61e018683fd466e71688222a217"
+    );
     let bundles = collect(src.clone(), 36233, 2, fetch_cfg(1, 2)).await;
     assert_chain(&bundles, 36233);
     assert_eq!(
@@ -626,4 +654,60 @@ async fn transport_errors_are_transient() {
     let err = src.tip().await.unwrap_err();
     assert!(matches!(err, ChainError::Transport { .. }), "{err}");
     assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn fetch_ahead_never_skips_a_failing_ledger() {
+    let chain = build_chain(2000, 8, &golden(), 2, true);
+    let state = Arc::new(rpc_state(&chain));
+    *state.fail_ledger.lock().unwrap() = Some((2003, 6));
+    *state.corrupt.lock().unwrap() = Some(2006);
+    let url = rpc(state.clone()).await;
+    let src: Arc<dyn LedgerSource> = Arc::new(
+        RpcSource::new(
+            &url,
+            TESTNET,
+            ours(),
+            HttpPolicy {
+                max_attempts: 1,
+                ..fast_policy()
+            },
+        )
+        .unwrap(),
+    );
+    let mut f = FetchAhead::new(src, 2000, fetch_cfg(2, 3));
+    let mut got = Vec::new();
+    // 2000..=2005: ledger 2003 fails six times (transient) and is retried until it comes.
+    for _ in 0..6 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(20), f.next())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_chain(&got, 2000);
+    assert_eq!(state.fail_ledger.lock().unwrap().unwrap().1, 0);
+    // 2006 is corrupt (permanent): an error naming it, and the position does not move.
+    for _ in 0..2 {
+        let err = tokio::time::timeout(Duration::from_secs(20), f.next())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("ledgers[0].metadataXdr"), "{err}");
+        assert!(err.to_string().contains("startLedger=2006"), "{err}");
+        assert_eq!(f.position(), 2006);
+    }
+    // Once the server serves it correctly, delivery resumes exactly there.
+    *state.corrupt.lock().unwrap() = None;
+    for _ in 0..2 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(20), f.next())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_chain(&got, 2000);
+    assert_eq!(got.len(), 8);
 }

@@ -114,6 +114,11 @@ impl ContractFilter {
         ContractFilter { id: Some(id) }
     }
 
+    /// True when every contract matches.
+    pub fn is_all(&self) -> bool {
+        self.id.is_none()
+    }
+
     pub fn matches_id(&self, id: &[u8; 32]) -> bool {
         self.id.as_ref().is_none_or(|mine| mine == id)
     }
@@ -327,6 +332,8 @@ pub fn contract_events(
     function: Option<&str>,
 ) -> Vec<RawContractEvent> {
     let mut out = Vec::new();
+    // Strkey-encoding the same contract id for every event is measurable; cache the last one.
+    let mut last_cid: Option<([u8; 32], String)> = None;
     for (op_index, events) in events_per_op(meta) {
         for (i, ev) in events.iter().enumerate() {
             if ev.type_ != ContractEventType::Contract {
@@ -337,15 +344,36 @@ pub fn contract_events(
                 continue;
             }
             let ContractEventBody::V0(body) = &ev.body;
-            out.push(raw_event(
+            let cid_str = match &last_cid {
+                Some((bytes, s)) if *bytes == cid.0 .0 => s.clone(),
+                _ => {
+                    let s = cid.to_string();
+                    last_cid = Some((cid.0 .0, s.clone()));
+                    s
+                }
+            };
+            let raw = raw_event(
                 ctx,
                 op_index,
                 i as u32,
-                cid.to_string(),
+                cid_str,
                 body.topics.as_slice(),
                 &body.data,
                 function,
-            ));
+            );
+            if !filter.is_all() {
+                if let ContractEvent::Unrecognized(u) = &raw.decoded {
+                    tracing::warn!(
+                        ledger = ctx.ledger,
+                        tx_hash = ctx.tx_hash,
+                        event_id = %raw.event_id,
+                        topic = u.topic.as_deref().unwrap_or(""),
+                        reason = %u.reason,
+                        "unrecognized contract event kept raw"
+                    );
+                }
+            }
+            out.push(raw);
         }
     }
     out
@@ -612,4 +640,59 @@ pub fn bundle_from_lcm(
         header_verified: true,
         txs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_filter() {
+        let f =
+            ContractFilter::contract("CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAD2KM")
+                .unwrap();
+        assert!(!f.is_all());
+        let Ok(stellar_strkey::Strkey::Contract(c)) = stellar_strkey::Strkey::from_string(
+            "CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAD2KM",
+        ) else {
+            panic!("strkey")
+        };
+        assert!(f.matches_id(&c.0));
+        assert!(!f.matches_id(&[0xff; 32]));
+        assert!(ContractFilter::all().matches_id(&[0u8; 32]));
+        assert!(ContractFilter::contract(
+            "GAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAGO6V"
+        )
+        .is_err());
+        assert!(ContractFilter::contract("nonsense").is_err());
+    }
+
+    #[test]
+    fn stream_key() {
+        let k = crate::chain::synth::stream_key(42).unwrap();
+        assert_eq!(stream_key_id(&k), Some(42));
+        assert_eq!(stream_key_id(&stellar_xdr::ScVal::U64(42)), None);
+        let other = stellar_xdr::ScVal::Vec(Some(stellar_xdr::ScVec(
+            vec![
+                crate::chain::synth::sym("Config").unwrap(),
+                stellar_xdr::ScVal::U64(1),
+            ]
+            .try_into()
+            .unwrap(),
+        )));
+        assert_eq!(stream_key_id(&other), None);
+    }
+
+    #[test]
+    fn limits_bound_the_input() {
+        let l = XdrLimits {
+            depth: 7,
+            max_len: 100,
+        };
+        assert_eq!(l.for_input(50).len, 50);
+        assert_eq!(l.for_input(500).len, 100);
+        assert_eq!(l.for_input(500).depth, 7);
+        let err = decode_b64::<stellar_xdr::ScVal>("ScVal", "here", "!!!", l).unwrap_err();
+        assert!(err.to_string().contains("ScVal") && err.to_string().contains("here"));
+    }
 }

@@ -8,7 +8,9 @@
 //! `event_index` is the 0-based position of the event among the **contract events of that
 //! operation** (`soroban_meta.events` for meta V3, `operations[op].events` for V4), counting the
 //! events of every contract (not only ours) so the id is stable whatever the filter. Transaction-level
-//! fee events are not counted.
+//! fee events are not counted (RPC files them under other TOIDs: `{ledger,0,0}` before all txs,
+//! `{ledger,tx,0xFFF}` after a tx). This is the same numbering stellar-rpc uses when it ingests
+//! operation events (`cmd/stellar-rpc/internal/db/event.go`), so our ids equal `getEvents` ids.
 
 pub mod fetch;
 pub mod horizon;
@@ -42,6 +44,22 @@ pub struct LedgerBundle {
     /// True when the header XDR was present and `sha256(header) == hash` was checked.
     pub header_verified: bool,
     pub txs: Vec<TxBundle>,
+}
+
+impl LedgerBundle {
+    /// Events of this ledger the decoder could not type (kept raw, counted, never fatal).
+    pub fn unrecognized_events(&self) -> usize {
+        self.txs
+            .iter()
+            .flat_map(|t| &t.events)
+            .filter(|e| e.decoded.is_unrecognized())
+            .count()
+    }
+
+    /// Number of contract events in the bundle.
+    pub fn event_count(&self) -> usize {
+        self.txs.iter().map(|t| t.events.len()).sum()
+    }
 }
 
 /// One successful transaction that touched the contract.
@@ -194,6 +212,8 @@ impl ChainError {
     pub fn is_transient(&self) -> bool {
         match self {
             ChainError::Transport { .. } | ChainError::CircuitOpen { .. } => true,
+            // JSON-RPC internal error: the server failed, not the request.
+            ChainError::Rpc { code, .. } => *code == -32603,
             ChainError::Http { status, .. } | ChainError::Problem { status, .. } => {
                 *status == 429 || *status >= 500
             }
@@ -222,6 +242,30 @@ pub trait LedgerSource: Send + Sync {
     fn health(&self) -> SourceHealth;
 }
 
+/// Which upstream API a source talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Horizon,
+    Rpc,
+}
+
+/// Build a boxed source for `contract` (a `C…` strkey). The RPC source needs the network
+/// passphrase to match envelopes to results; Horizon ignores it.
+pub fn build_source(
+    kind: SourceKind,
+    url: &str,
+    network_passphrase: &str,
+    contract: &str,
+    policy: HttpPolicy,
+) -> Result<Box<dyn LedgerSource>, ChainError> {
+    let filter = ContractFilter::contract(contract)?;
+    Ok(match kind {
+        SourceKind::Horizon => Box::new(HorizonSource::new(url, filter, policy)?),
+        SourceKind::Rpc => Box::new(RpcSource::new(url, network_passphrase, filter, policy)?),
+    })
+}
+
 /// `TOID` as used by Horizon paging tokens and RPC event ids.
 pub fn toid(ledger: u32, application_order: u32, op_index: u32) -> u64 {
     (u64::from(ledger) << 32)
@@ -241,6 +285,26 @@ pub fn event_id(ledger: u32, application_order: u32, op_index: u32, event_index:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_source_checks_the_contract() {
+        let ok = build_source(
+            SourceKind::Rpc,
+            "http://127.0.0.1:1",
+            "Test SDF Network ; September 2015",
+            "CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAD2KM",
+            HttpPolicy::default(),
+        );
+        assert_eq!(ok.map(|s| s.name()).ok(), Some("rpc"));
+        let bad = build_source(
+            SourceKind::Horizon,
+            "http://x",
+            "",
+            "GBAD",
+            HttpPolicy::default(),
+        );
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn event_id_matches_rpc_layout() {

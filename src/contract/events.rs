@@ -679,3 +679,181 @@ fn decode_inner(topics: &[ScVal], data: &ScVal) -> Result<ContractEvent, String>
         other => return Err(format!("unknown topic `{other}`")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Events the golden scenarios do not cover (`health`, `ac_revoke`, `rate_cap`, `tmpl_def`,
+    //! `res_rel`, `upgraded`, `upgrade`), built the way soroban-sdk 21 encodes them (§1).
+    use super::*;
+    use stellar_xdr::{
+        AccountId, ContractId, Hash, Int128Parts, PublicKey, ScAddress, ScBytes, ScMap, ScMapEntry,
+        ScString, ScVec, Uint256,
+    };
+
+    fn sym(s: &str) -> ScVal {
+        ScVal::Symbol(s.try_into().unwrap())
+    }
+    fn map(mut entries: Vec<(&str, ScVal)>) -> ScVal {
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        let v: Vec<ScMapEntry> = entries
+            .into_iter()
+            .map(|(k, val)| ScMapEntry { key: sym(k), val })
+            .collect();
+        ScVal::Map(Some(ScMap(v.try_into().unwrap())))
+    }
+    fn vec(items: Vec<ScVal>) -> ScVal {
+        ScVal::Vec(Some(ScVec(items.try_into().unwrap())))
+    }
+    fn i128v(x: i128) -> ScVal {
+        ScVal::I128(Int128Parts {
+            hi: (x >> 64) as i64,
+            lo: x as u64,
+        })
+    }
+    fn contract(b: u8) -> ScVal {
+        ScVal::Address(ScAddress::Contract(ContractId(Hash([b; 32]))))
+    }
+    fn account(b: u8) -> ScVal {
+        ScVal::Address(ScAddress::Account(AccountId(
+            PublicKey::PublicKeyTypeEd25519(Uint256([b; 32])),
+        )))
+    }
+    fn json(e: &ContractEvent) -> serde_json::Value {
+        serde_json::to_value(e).unwrap()
+    }
+
+    #[test]
+    fn health_ac_revoke_rate_cap() {
+        let e = ContractEvent::decode(
+            &[sym("health"), ScVal::U64(4)],
+            &map(vec![
+                ("is_underfunded", ScVal::Bool(false)),
+                ("remaining_balance", i128v(0)),
+                ("seconds_remaining", ScVal::U64(0)),
+                ("stream_id", ScVal::U64(4)),
+            ]),
+        );
+        assert_eq!(e.type_name(), "health");
+        assert_eq!(e.stream_id(), Some(4));
+        assert_eq!(json(&e)["remaining_balance"], "0");
+
+        let e = ContractEvent::decode(
+            &[sym("ac_revoke"), ScVal::U64(9)],
+            &map(vec![("stream_id", ScVal::U64(9))]),
+        );
+        assert_eq!((e.type_name(), e.stream_id()), ("ac_revoke", Some(9)));
+
+        let e = ContractEvent::decode(
+            &[sym("rate_cap"), ScVal::U64(1)],
+            &map(vec![
+                ("attempted_rate", i128v(i128::MAX)),
+                ("max_rate_per_second", i128v(-5)),
+                ("stream_id", ScVal::U64(1)),
+            ]),
+        );
+        assert_eq!(json(&e)["attempted_rate"], i128::MAX.to_string());
+        assert_eq!(json(&e)["max_rate_per_second"], "-5");
+    }
+
+    #[test]
+    fn global_events_with_topic_fields() {
+        let e = ContractEvent::decode(
+            &[sym("tmpl_def"), ScVal::U64(3)],
+            &map(vec![
+                ("cliff_delay", ScVal::U64(10)),
+                ("duration", ScVal::U64(100)),
+                ("owner", account(1)),
+                ("start_delay", ScVal::U64(5)),
+                ("template_id", ScVal::U64(3)),
+            ]),
+        );
+        assert_eq!(e.type_name(), "tmpl_def");
+        assert_eq!(e.stream_id(), None);
+        assert!(json(&e)["owner"].as_str().unwrap().starts_with('G'));
+        // template id in topic and data must agree
+        let bad = ContractEvent::decode(
+            &[sym("tmpl_def"), ScVal::U64(4)],
+            &map(vec![
+                ("cliff_delay", ScVal::U64(10)),
+                ("duration", ScVal::U64(100)),
+                ("owner", account(1)),
+                ("start_delay", ScVal::U64(5)),
+                ("template_id", ScVal::U64(3)),
+            ]),
+        );
+        assert!(bad.is_unrecognized());
+
+        let e = ContractEvent::decode(
+            &[sym("res_rel"), contract(2)],
+            &vec(vec![
+                ScVal::U64(40),
+                ScVal::U32(5),
+                ScVal::U32(2),
+                ScVal::U32(3),
+            ]),
+        );
+        assert_eq!(
+            json(&e),
+            serde_json::json!({"holder": ScAddress::Contract(ContractId(Hash([2; 32]))).to_string(), "start_id": 40, "count": 5, "consumed": 2, "reclaimed": 3})
+        );
+
+        let e = ContractEvent::decode(
+            &[sym("upgraded")],
+            &map(vec![
+                ("new_version", ScVal::U32(9)),
+                (
+                    "new_wasm_hash",
+                    ScVal::Bytes(ScBytes(vec![0xab; 32].try_into().unwrap())),
+                ),
+                ("upgraded_at", ScVal::U64(1_700_000_000)),
+                ("upgraded_by", contract(3)),
+            ]),
+        );
+        assert_eq!(json(&e)["new_wasm_hash"], "ab".repeat(32));
+        assert_eq!(json(&e)["new_version"], 9);
+
+        let e = ContractEvent::decode(
+            &[sym("upgrade")],
+            &vec(vec![
+                ScVal::Bytes(ScBytes(vec![1; 32].try_into().unwrap())),
+                ScVal::U32(9),
+                ScVal::U32(10),
+                contract(3),
+            ]),
+        );
+        assert_eq!(e.type_name(), "upgrade");
+        assert_eq!(json(&e)["version_1"], 10);
+
+        let e = ContractEvent::decode(
+            &[sym("pr_pause"), contract(1)],
+            &map(vec![
+                ("paused_at", ScVal::U64(5)),
+                ("reason", ScVal::String(ScString("x".try_into().unwrap()))),
+            ]),
+        );
+        assert_eq!(json(&e)["reason"], "x");
+        // wrong arity for a global event
+        assert!(ContractEvent::decode(
+            &[sym("gl_pause"), ScVal::U64(1)],
+            &map(vec![("paused", ScVal::Bool(true))])
+        )
+        .is_unrecognized());
+        // Option field given the wrong type
+        let e = ContractEvent::decode(
+            &[sym("claim_own"), ScVal::U64(1)],
+            &map(vec![
+                ("new_owner", contract(1)),
+                ("old_owner", ScVal::U64(3)),
+                ("stream_id", ScVal::U64(1)),
+            ]),
+        );
+        match e {
+            ContractEvent::Unrecognized(u) => assert!(
+                u.reason.contains("field `old_owner`: expected Address"),
+                "{}",
+                u.reason
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -185,6 +185,19 @@ pub fn field<T: FromScVal>(m: &ScMap, key: &str) -> Result<T, String> {
     T::from_scval(v).map_err(|e| format!("field `{key}`: {e}"))
 }
 
+/// Like [`field`], but tries entry `*hint` first (maps are sorted by key, and callers ask for
+/// fields in that order), falling back to a full lookup; the key is always checked.
+pub fn field_hinted<T: FromScVal>(m: &ScMap, key: &str, hint: &mut usize) -> Result<T, String> {
+    let v = match m.0.get(*hint) {
+        Some(e) if as_symbol(&e.key) == Some(key.as_bytes()) => {
+            *hint += 1;
+            &e.val
+        }
+        _ => map_get(m, key).ok_or_else(|| format!("missing field `{key}`"))?,
+    };
+    T::from_scval(v).map_err(|e| format!("field `{key}`: {e}"))
+}
+
 /// Element `i` of a tuple (`Vec`) of type `T`.
 pub fn elem<T: FromScVal>(items: &[ScVal], i: usize, what: &str) -> Result<T, String> {
     let v = items
@@ -203,7 +216,8 @@ macro_rules! map_struct {
             /// Decode from the contract's `ScVal::Map`, by field name.
             pub fn from_scval(v: &stellar_xdr::ScVal) -> Result<Self, String> {
                 let m = $crate::contract::scval::as_map(v)?;
-                Ok(Self { $($f: $crate::contract::scval::field::<$t>(m, stringify!($f))?),* })
+                let mut hint = 0usize;
+                Ok(Self { $($f: $crate::contract::scval::field_hinted::<$t>(m, stringify!($f), &mut hint)?),* })
             }
         }
     };
@@ -265,5 +279,11 @@ mod tests {
             .contains("missing field `c`"));
         assert!(field::<u32>(&m, "a").unwrap_err().contains("expected U32"));
         assert_eq!(Option::<u64>::from_scval(&ScVal::Void).unwrap(), None);
+        // The sorted-order hint never trusts position: out-of-order maps still decode by key.
+        let mut hint = 0;
+        assert_eq!(field_hinted::<u64>(&m, "a", &mut hint).unwrap(), 1);
+        assert_eq!(field_hinted::<u64>(&m, "b", &mut hint).unwrap(), 2);
+        let mut hint = 0;
+        assert!(field_hinted::<u64>(&m, "z", &mut hint).is_err());
     }
 }
