@@ -75,10 +75,17 @@ async fn ingest_once(
     let filter = ContractFilter::from_bytes(contract);
     let source: Arc<dyn LedgerSource> = match source_kind {
         "rpc" => Arc::new(
-            RpcSource::new(&format!("{url}/"), passphrase, filter, HttpPolicy::default())
-                .map_err(|e| e.to_string())?,
+            RpcSource::new(
+                &format!("{url}/"),
+                passphrase,
+                filter,
+                HttpPolicy::default(),
+            )
+            .map_err(|e| e.to_string())?,
         ),
-        _ => Arc::new(HorizonSource::new(url, filter, HttpPolicy::default()).map_err(|e| e.to_string())?),
+        _ => Arc::new(
+            HorizonSource::new(url, filter, HttpPolicy::default()).map_err(|e| e.to_string())?,
+        ),
     };
     let ing = Ingestor::new(
         store.clone(),
@@ -91,7 +98,11 @@ async fn ingest_once(
         },
     );
     let t = Instant::now();
-    let last = ing.sync().await.map_err(|e| e.to_string())?.unwrap_or(first);
+    let last = ing
+        .sync()
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or(first);
     let spent = t.elapsed();
     let n = store.event_count().await.map_err(|e| e.to_string())?;
     drop(ing);
@@ -116,9 +127,21 @@ async fn rollback_bench(backend: &str, store_events: u64, per_ledger: u32) {
         let to = (seq + 1000 / per_ledger.max(1)).min(n_ledgers);
         let ls = ledgers(seq, to, 0, &prev);
         prev = ls.last().map(|l| l.hash.clone()).unwrap_or_default();
-        let evs = (seq..=to).flat_map(|s| events(s, per_ledger, 5_000, 0)).collect();
-        let cursor = Some(Cursor { ledger: to, hash: prev.clone() });
-        if let Err(e) = store.append(&AppendBatch { ledgers: ls, events: evs, cursor }).await {
+        let evs = (seq..=to)
+            .flat_map(|s| events(s, per_ledger, 5_000, 0))
+            .collect();
+        let cursor = Some(Cursor {
+            ledger: to,
+            hash: prev.clone(),
+        });
+        if let Err(e) = store
+            .append(&AppendBatch {
+                ledgers: ls,
+                events: evs,
+                cursor,
+            })
+            .await
+        {
             println!("rollback {backend} setup failed: {e}");
             return;
         }
@@ -166,7 +189,12 @@ async fn main() {
             return;
         }
     }
-    let server = match serve(SimState::new(chain), "127.0.0.1:0".parse().expect("address")).await {
+    let server = match serve(
+        SimState::new(chain),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             println!("ingest failed: cannot serve the simulator: {e}");

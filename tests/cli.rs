@@ -219,6 +219,9 @@ fn demo_indexes_the_simulated_network_through_forks_and_exits_when_asked() {
     let reorgs: u64 = words[6].parse().unwrap();
     assert_eq!(ledger, 1_000 + 120 - 1);
     assert!(events > 0 && reorgs > 0, "{summary}");
-    assert!(stderr.contains("reorg: rolled back"), "rollbacks are logged with their cause");
+    assert!(
+        stderr.contains("reorg: rolled back"),
+        "rollbacks are logged with their cause"
+    );
     assert!(dir.path().join("fluxora-demo.db").exists());
 }
