@@ -279,6 +279,9 @@ impl Ingestor {
                 }
                 Err(StepError::Halt(reason)) => return Err(self.halt(reason)),
                 Err(StepError::Store(e)) => return Err(IngestError::Store(e)),
+                Err(StepError::Source(e)) if fatal(&e) => {
+                    return Err(self.halt(format!("{e}")));
+                }
                 Err(StepError::Source(e)) => {
                     failures += 1;
                     let delay = self
@@ -586,6 +589,17 @@ impl Ingestor {
         });
         Ok(Step::RolledBack)
     }
+}
+
+/// Source errors that no retry can fix: the configuration or the provider must change.
+fn fatal(e: &ChainError) -> bool {
+    matches!(
+        e,
+        ChainError::SkipTxMeta { .. }
+            | ChainError::EnvelopeNotFound { .. }
+            | ChainError::OutOfRetention { .. }
+            | ChainError::BeforeHistory { .. }
+    )
 }
 
 enum StepError {
