@@ -26,7 +26,7 @@ const ZERO: &str = "000000000000000000000000000000000000000000000000000000000000
 
 enum Db {
     Sqlite(#[allow(dead_code)] tempfile::TempDir, String),
-    Pg(TempPgDatabase),
+    Pg(Box<TempPgDatabase>),
 }
 
 impl Db {
@@ -38,7 +38,7 @@ impl Db {
                 Some(Db::Sqlite(dir, url))
             }
             _ => match TempPgDatabase::create().await {
-                Ok(Some(db)) => Some(Db::Pg(db)),
+                Ok(Some(db)) => Some(Db::Pg(Box::new(db))),
                 Ok(None) => None,
                 Err(e) => {
                     println!("postgres unavailable: {e}");
