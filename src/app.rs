@@ -91,14 +91,26 @@ async fn serve_health(
     Ok((local, task))
 }
 
-/// Prints a one-line live status on a terminal, periodic log lines otherwise.
+/// On a terminal: a progress bar over the ledgers to catch up (ledgers/s, ETA) with the live
+/// status as its message. Otherwise: a structured log line every 10 s.
 fn spawn_status_line(
     status: watch::Receiver<IndexerStatus>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let tty = std::io::stdout().is_terminal();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(if tty { 1 } else { 10 }));
+        let bar = tty.then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {bar:30} {pos}/{len} ledgers ({per_sec}, ETA {eta}) {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        let mut start: Option<u32> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(if tty { 250 } else { 10_000 }));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -109,33 +121,38 @@ fn spawn_status_line(
                 IndexerState::Halted { reason } => format!("halted: {reason}"),
                 other => format!("{other:?}").to_lowercase(),
             };
-            let line = format!(
-                "ledger {} | tip {} | lag {} ledgers | events ingested {} | reorgs {} | epoch {} | {state}",
-                s.ledger.map_or("-".into(), |l| l.to_string()),
-                s.source_tip.map_or("-".into(), |l| l.to_string()),
-                s.lag_ledgers.map_or("-".into(), |l| l.to_string()),
-                s.events_ingested,
-                s.reorgs,
-                s.epoch,
-            );
-            if tty {
-                print!("\r\x1b[2K{line}");
-                let _ = std::io::Write::flush(&mut std::io::stdout());
-            } else {
-                tracing::info!(
+            match &bar {
+                Some(b) => {
+                    if let (Some(ledger), Some(tip)) = (s.ledger, s.source_tip) {
+                        let first = *start.get_or_insert(ledger);
+                        b.set_length(u64::from(tip.saturating_sub(first)));
+                        b.set_position(u64::from(ledger.saturating_sub(first)));
+                    }
+                    b.set_message(format!(
+                        "| ledger {} | lag {} | events {} | reorgs {} | epoch {} | {state}",
+                        s.ledger.map_or("-".into(), |l| l.to_string()),
+                        s.lag_ledgers.map_or("-".into(), |l| l.to_string()),
+                        s.events_ingested,
+                        s.reorgs,
+                        s.epoch,
+                    ));
+                    b.tick();
+                }
+                None => tracing::info!(
                     ledger = s.ledger,
                     tip = s.source_tip,
                     lag_ledgers = s.lag_ledgers,
+                    lag_ms = s.lag_ms,
                     events = s.events_ingested,
                     reorgs = s.reorgs,
                     epoch = s.epoch,
                     state = %state,
                     "ingest status"
-                );
+                ),
             }
         }
-        if tty {
-            println!();
+        if let Some(b) = bar {
+            b.abandon();
         }
     })
 }

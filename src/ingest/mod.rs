@@ -32,6 +32,8 @@ pub struct IngestConfig {
     pub stop_at: Option<u32>,
     /// First retry delay after a source error (doubles up to 30 s).
     pub retry_base: Duration,
+    /// Batches fetched at once while catching up (committed in order).
+    pub fetch_ahead: u32,
 }
 
 impl Default for IngestConfig {
@@ -45,6 +47,7 @@ impl Default for IngestConfig {
             network_passphrase: String::new(),
             stop_at: None,
             retry_base: Duration::from_millis(200),
+            fetch_ahead: 3,
         }
     }
 }
@@ -424,21 +427,44 @@ impl Ingestor {
             self.refresh_lag().await;
             return Ok(Step::CaughtUp);
         }
-        let limit = self
-            .cfg
-            .batch_ledgers
-            .min(tip.latest_ledger - next + 1)
-            .min(
-                self.cfg
-                    .stop_at
-                    .map_or(u32::MAX, |s| s.saturating_sub(next) + 1),
-            )
-            .max(1);
-        let bundles = self
-            .source
-            .fetch_ledgers(next, limit)
-            .await
-            .map_err(StepError::Source)?;
+        let last_wanted = tip
+            .latest_ledger
+            .min(self.cfg.stop_at.unwrap_or(u32::MAX))
+            .max(next);
+        let batch = self.cfg.batch_ledgers.max(1);
+        // Several ranges in flight while behind; their ledgers are committed in order.
+        let mut ranges = Vec::new();
+        let mut from = next;
+        while from <= last_wanted && ranges.len() < self.cfg.fetch_ahead.max(1) as usize {
+            let n = batch.min(last_wanted - from + 1);
+            ranges.push((from, n));
+            from += n;
+        }
+        let fetched = futures::future::join_all(
+            ranges
+                .iter()
+                .map(|&(from, n)| self.source.fetch_ledgers(from, n)),
+        )
+        .await;
+        let mut bundles: Vec<LedgerBundle> = Vec::new();
+        for ((from, _), r) in ranges.iter().zip(fetched) {
+            match r {
+                // Keep only a gap-free prefix: a later range is used only after all before it.
+                Ok(b) if bundles.last().map_or(next, |l| l.sequence + 1) == *from => {
+                    let full = b.len() as u32;
+                    bundles.extend(b);
+                    if full == 0 {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) if bundles.is_empty() => return Err(StepError::Source(e)),
+                Err(e) => {
+                    tracing::debug!(from, error = %e, "a fetched-ahead range failed; it is fetched again");
+                    break;
+                }
+            }
+        }
         let Some(first) = bundles.first() else {
             return Ok(Step::CaughtUp);
         };
