@@ -334,6 +334,16 @@ impl Generator {
         self.accounts[i]
     }
 
+    /// An account other than `not` (only pooled streams may stream to their sender).
+    fn pick_other(&mut self, not: [u8; 32]) -> [u8; 32] {
+        loop {
+            let a = self.pick_account();
+            if a != not {
+                return a;
+            }
+        }
+    }
+
     fn random_tx(&mut self, seq: u32, now: u64) -> Result<Option<TxSpec>, SimError> {
         let live = self.state.streams.len();
         if live == 0 || (live < self.cfg.target_streams && self.rng.gen_bool(0.35)) {
@@ -387,7 +397,7 @@ impl Generator {
             base
         };
         let sender = self.pick_account();
-        let recipient = self.pick_account();
+        let recipient = self.pick_other(sender);
         let s = StreamModel {
             stream_id: id,
             sender,
@@ -762,7 +772,7 @@ impl Generator {
                 }
                 match self.rng.gen_range(0..3) {
                     0 => {
-                        let new = self.pick_account();
+                        let new = self.pick_other(s.sender);
                         let old = s.recipient;
                         s.recipient = new;
                         let data = map(vec![
