@@ -430,3 +430,42 @@ async fn a_network_reset_halts_with_instructions() {
     );
     n.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_that_stops_closing_ledgers_is_reported_stalled() {
+    let n = net().await;
+    let (s, _dir) = new_store().await;
+    let ing = Ingestor::new(
+        s.clone(),
+        source("rpc", &n, &n.passphrase),
+        IngestConfig {
+            start_ledger: Some(n.first),
+            network_passphrase: n.passphrase.clone(),
+            poll_interval: Duration::from_millis(20),
+            stall_after: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let mut status = ing.status();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let h = tokio::spawn(async move { ing.run(rx).await });
+    let mut seen_healthy = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = status.borrow().state.clone();
+        match state {
+            fluxora::ingest::IndexerState::Healthy => seen_healthy = true,
+            fluxora::ingest::IndexerState::Stalled if seen_healthy => break,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reported stalled"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), status.changed()).await;
+    }
+    assert_eq!(status.borrow().ledger, Some(n.tip));
+    tx.send(true).unwrap();
+    h.await.unwrap().unwrap();
+    n.server.stop().await;
+}

@@ -272,10 +272,16 @@ impl Ingestor {
                 }
                 Ok(Step::CaughtUp) => {
                     failures = 0;
-                    last_progress = Instant::now();
+                    // Caught up, but no new ledger for too long: the network (or the source)
+                    // has stopped closing ledgers.
+                    let stalled = last_progress.elapsed() >= self.cfg.stall_after;
                     self.update(|s| {
                         if !matches!(s.state, IndexerState::Halted { .. }) {
-                            s.state = IndexerState::Healthy;
+                            s.state = if stalled {
+                                IndexerState::Stalled
+                            } else {
+                                IndexerState::Healthy
+                            };
                         }
                     });
                     self.sleep(self.cfg.poll_interval, &mut stop).await;
