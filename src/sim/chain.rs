@@ -98,6 +98,10 @@ pub struct SimTx {
     pub hash: [u8; 32],
     pub result: TransactionResultPair,
     pub meta: TransactionMeta,
+    /// Base64 of `envelope`, `result.result` and `meta`, as Horizon serves them.
+    pub envelope_b64: String,
+    pub result_b64: String,
+    pub meta_b64: String,
 }
 
 /// A closed ledger.
@@ -110,6 +114,8 @@ pub struct SimLedger {
     pub txs: Vec<SimTx>,
     /// Which branch produced it (forks replace ledgers with another branch).
     pub branch: u32,
+    /// Base64 `LedgerCloseMeta`, encoded once on first use (a node serves stored XDR).
+    pub lcm_b64: std::sync::OnceLock<Result<String, String>>,
 }
 
 impl SimLedger {
@@ -254,6 +260,9 @@ impl SimChain {
             txs.push(SimTx {
                 spec,
                 application_order: i as u32 + 1,
+                envelope_b64: envelope.to_xdr_base64(Limits::none())?,
+                result_b64: result.result.to_xdr_base64(Limits::none())?,
+                meta_b64: meta.to_xdr_base64(Limits::none())?,
                 envelope,
                 hash,
                 result,
@@ -301,6 +310,7 @@ impl SimChain {
             hash,
             txs,
             branch: self.branch,
+            lcm_b64: std::sync::OnceLock::new(),
         });
         self.ledgers
             .last()
@@ -495,6 +505,18 @@ impl SimChain {
                 TransactionPhase::V0(vecm(vec![component])?),
             ])?,
         }))
+    }
+
+    /// The ledger's `LedgerCloseMeta` as base64, encoded once.
+    pub fn close_meta_b64(&self, l: &SimLedger) -> Result<String, SimError> {
+        l.lcm_b64
+            .get_or_init(|| {
+                self.close_meta(l)
+                    .and_then(|m| m.to_xdr_base64(Limits::none()).map_err(SimError::Xdr))
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(SimError::Invalid)
     }
 
     /// The `LedgerHeaderHistoryEntry` RPC serves as `headerXdr`.

@@ -327,8 +327,8 @@ async fn rpc(State(state): State<Arc<SimState>>, body: axum::body::Bytes) -> Res
             let Some(l) = chain.ledger(latest) else {
                 return rpc_error(&id, -32603, "no ledgers yet").into_response();
             };
-            let meta = match chain.close_meta(l) {
-                Ok(m) => b64(&m),
+            let meta = match chain.close_meta_b64(l) {
+                Ok(m) => m,
                 Err(e) => return rpc_error(&id, -32603, &e.to_string()).into_response(),
             };
             rpc_ok(
@@ -408,8 +408,8 @@ fn get_ledgers(
         let meta = if malformed && ledgers.is_empty() {
             MALFORMED_XDR.to_string()
         } else {
-            match chain.close_meta(l) {
-                Ok(m) => b64(&m),
+            match chain.close_meta_b64(l) {
+                Ok(m) => m,
                 Err(e) => return rpc_error(id, -32603, &e.to_string()),
             }
         };
@@ -838,8 +838,8 @@ async fn horizon_ledger_txs(
             "fee_charged": "100000",
             "max_fee": "1000000",
             "operation_count": 1,
-            "envelope_xdr": b64(&t.envelope),
-            "result_xdr": b64(&t.result.result),
+            "envelope_xdr": t.envelope_b64,
+            "result_xdr": t.result_b64,
             "fee_meta_xdr": "AAAAAA==",
             "memo_type": "none",
             "signatures": [],
@@ -848,7 +848,7 @@ async fn horizon_ledger_txs(
             r["result_meta_xdr"] = Value::String(if malformed && records.is_empty() {
                 MALFORMED_XDR.to_string()
             } else {
-                b64(&t.meta)
+                t.meta_b64.clone()
             });
         }
         records.push(r);
