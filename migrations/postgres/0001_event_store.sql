@@ -27,7 +27,7 @@ CREATE TABLE events (
     function     TEXT
 );
 CREATE INDEX events_by_stream ON events (stream_id, position);
-CREATE INDEX events_by_ledger ON events (ledger);
+CREATE INDEX events_by_ledger ON events (ledger, position);
 
 CREATE TABLE ingest_cursor (
     id           INTEGER PRIMARY KEY CHECK (id = 1),

@@ -27,7 +27,7 @@ CREATE TABLE events (
     function     TEXT                          -- the invoked contract function, when known
 );
 CREATE INDEX events_by_stream ON events (stream_id, position);
-CREATE INDEX events_by_ledger ON events (ledger);
+CREATE INDEX events_by_ledger ON events (ledger, position);
 
 -- Where ingestion resumes: the last ledger committed. One row.
 CREATE TABLE ingest_cursor (

@@ -345,12 +345,27 @@ impl Store for PgStore {
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("epoch `{epoch}`")))?;
 
-        let rows = sqlx::query(
-            "SELECT position, event_id, stream_id FROM events WHERE ledger > $1 ORDER BY position",
+        // Positions follow ledger order, so the events above the fork are exactly the positions
+        // from the first one above it: an index lookup, then primary-key ranges (cost follows the
+        // rolled-back range, not the store's size).
+        let first_above: Option<i64> = sqlx::query_scalar(
+            "SELECT position FROM events WHERE ledger > $1 ORDER BY ledger, position LIMIT 1",
         )
         .bind(fork)
-        .fetch_all(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let rows = match first_above {
+            Some(p) => {
+                sqlx::query(
+                    "SELECT position, event_id, stream_id FROM events WHERE position >= $1 \
+                     ORDER BY position",
+                )
+                .bind(p)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            None => Vec::new(),
+        };
         let mut removed_event_ids = Vec::with_capacity(rows.len());
         let mut streams = BTreeSet::new();
         let mut first = None;
@@ -397,10 +412,12 @@ impl Store for PgStore {
 
         let mut reorg_id = None;
         if let (Some(first_l), Some(last_l)) = (removed_ledgers.first(), removed_ledgers.last()) {
-            sqlx::query("DELETE FROM events WHERE ledger > $1")
-                .bind(fork)
-                .execute(&mut *tx)
-                .await?;
+            if let Some(p) = first_above {
+                sqlx::query("DELETE FROM events WHERE position >= $1")
+                    .bind(p)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query("DELETE FROM ledgers WHERE sequence > $1")
                 .bind(fork)
                 .execute(&mut *tx)
