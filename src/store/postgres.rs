@@ -354,13 +354,19 @@ impl Store for PgStore {
         .bind(fork)
         .fetch_optional(&mut *tx)
         .await?;
+        // A two-sided range: planners without statistics take a one-sided one for a third of
+        // the table and scan it all.
+        let last_pos: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(&mut *tx)
+            .await?;
         let rows = match first_above {
             Some(p) => {
                 sqlx::query(
-                    "SELECT position, event_id, stream_id FROM events WHERE position >= $1 \
-                     ORDER BY position",
+                    "SELECT position, event_id, stream_id FROM events \
+                     WHERE position BETWEEN $1 AND $2 ORDER BY position",
                 )
                 .bind(p)
+                .bind(last_pos)
                 .fetch_all(&mut *tx)
                 .await?
             }
@@ -413,8 +419,9 @@ impl Store for PgStore {
         let mut reorg_id = None;
         if let (Some(first_l), Some(last_l)) = (removed_ledgers.first(), removed_ledgers.last()) {
             if let Some(p) = first_above {
-                sqlx::query("DELETE FROM events WHERE position >= $1")
+                sqlx::query("DELETE FROM events WHERE position BETWEEN $1 AND $2")
                     .bind(p)
+                    .bind(last_pos)
                     .execute(&mut *tx)
                     .await?;
             }
