@@ -1,5 +1,10 @@
 //! The `fluxora` binary: parse the command line, validate settings, run the command.
 
+/// mimalloc: far less page churn than glibc malloc for the many short-lived XDR and JSON
+/// buffers of ingestion.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

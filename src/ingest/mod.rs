@@ -446,12 +446,21 @@ impl Ingestor {
             ranges.push((from, n));
             from += n;
         }
-        let fetched = futures::future::join_all(
-            ranges
-                .iter()
-                .map(|&(from, n)| self.source.fetch_ledgers(from, n)),
-        )
-        .await;
+        // Each range is its own task, so fetching and decoding run on every core.
+        let tasks: Vec<_> = ranges
+            .iter()
+            .map(|&(from, n)| {
+                let src = Arc::clone(&self.source);
+                tokio::spawn(async move { src.fetch_ledgers(from, n).await })
+            })
+            .collect();
+        let mut fetched = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            fetched.push(match t.await {
+                Ok(r) => r,
+                Err(e) => Err(ChainError::Invalid(format!("fetch task failed: {e}"))),
+            });
+        }
         let mut bundles: Vec<LedgerBundle> = Vec::new();
         for ((from, _), r) in ranges.iter().zip(fetched) {
             match r {
