@@ -3,6 +3,10 @@
 //!
 //! `cargo bench --bench decode` prints `decode contract_events_per_sec=<n>`.
 
+/// The binary's allocator (mimalloc), so the figure is what `fluxora` gets.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -19,7 +19,7 @@ async fn generated_streams_follow_the_contract_rules() {
             ..GenConfig::default()
         });
         let mut chain = g.empty_chain();
-        for _ in 0..1_500 {
+        for _ in 0..800 {
             g.next_ledger(&mut chain).unwrap();
             if seed == 2 && chain.ledgers().len() % 97 == 0 {
                 g.fork(&mut chain, 4).unwrap();
