@@ -100,7 +100,10 @@ fn spawn_status_line(
     let tty = std::io::stdout().is_terminal();
     tokio::spawn(async move {
         let bar = tty.then(|| {
-            let b = indicatif::ProgressBar::new(0);
+            let b = indicatif::ProgressBar::with_draw_target(
+                Some(0),
+                indicatif::ProgressDrawTarget::stdout(),
+            );
             b.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{spinner} {bar:30} {pos}/{len} ledgers ({per_sec}, ETA {eta}) {msg}",
