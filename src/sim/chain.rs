@@ -141,9 +141,10 @@ pub struct SimChain {
     first_seq: u32,
     genesis_prev: [u8; 32],
     /// Current `Stream` entries after the tip, for `State` changes in metas.
-    streams: BTreeMap<u64, ScVal>,
+    streams: BTreeMap<u64, std::sync::Arc<ScVal>>,
     /// `streams` as of the end of each ledger that changed them (for forks).
-    stream_history: Vec<(u32, BTreeMap<u64, ScVal>)>,
+    /// (Values are shared: a snapshot copies pointers, not the 29-field maps.)
+    stream_history: Vec<(u32, BTreeMap<u64, std::sync::Arc<ScVal>>)>,
     source_key: [u8; 32],
     next_source_seq: i64,
     branch: u32,
@@ -216,7 +217,7 @@ impl SimChain {
     }
 
     /// The `Stream` entries as of the tip.
-    pub fn streams(&self) -> &BTreeMap<u64, ScVal> {
+    pub fn streams(&self) -> &BTreeMap<u64, std::sync::Arc<ScVal>> {
         &self.streams
     }
 
@@ -390,7 +391,7 @@ impl SimChain {
                                 changes.push(LedgerEntryChange::State(self.entry(
                                     seq.saturating_sub(1),
                                     *stream_id,
-                                    old.clone(),
+                                    ScVal::clone(old),
                                 )?));
                                 changes.push(LedgerEntryChange::Updated(self.entry(
                                     seq,
@@ -404,14 +405,15 @@ impl SimChain {
                                 value.clone(),
                             )?)),
                         }
-                        self.streams.insert(*stream_id, value.clone());
+                        self.streams
+                            .insert(*stream_id, std::sync::Arc::new(value.clone()));
                     }
                     StreamChange::Removed { stream_id } => {
                         if let Some(old) = self.streams.remove(stream_id) {
                             changes.push(LedgerEntryChange::State(self.entry(
                                 seq.saturating_sub(1),
                                 *stream_id,
-                                old,
+                                ScVal::clone(&old),
                             )?));
                         }
                         changes.push(LedgerEntryChange::Removed(LedgerKey::ContractData(
@@ -517,6 +519,14 @@ impl SimChain {
             })
             .clone()
             .map_err(SimError::Invalid)
+    }
+
+    /// Encodes every ledger's `LedgerCloseMeta` now, as a node holds them stored.
+    pub fn precompute_xdr(&self) -> Result<(), SimError> {
+        for l in &self.ledgers {
+            self.close_meta_b64(l)?;
+        }
+        Ok(())
     }
 
     /// The `LedgerHeaderHistoryEntry` RPC serves as `headerXdr`.
