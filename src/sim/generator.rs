@@ -82,6 +82,45 @@ pub struct StreamModel {
 }
 
 impl StreamModel {
+    /// A stream as the contract stores it at creation: nothing withdrawn, checkpoint `0 @ start`,
+    /// every lifecycle field at its initial value. `times` is `[start, cliff, end]`.
+    pub fn fresh(
+        stream_id: u64,
+        sender: [u8; 32],
+        recipient: [u8; 32],
+        kind: StreamKind,
+        deposit_amount: i128,
+        rate_per_second: i128,
+        times: [u64; 3],
+    ) -> Self {
+        let [start_time, cliff_time, end_time] = times;
+        Self {
+            stream_id,
+            sender,
+            recipient,
+            claim_owner: None,
+            deposit_amount,
+            rate_per_second,
+            start_time,
+            cliff_time,
+            end_time,
+            withdrawn_amount: 0,
+            status: StreamStatus::Active,
+            cancelled_at: None,
+            checkpointed_amount: 0,
+            checkpointed_at: start_time,
+            kind,
+            last_pause_toggle_ledger: 0,
+            last_withdraw_ledger: 0,
+            last_rate_change_ledger: 0,
+            decommissioned: None,
+            paused_at_timestamp: 0,
+            cumulative_paused_duration: 0,
+            delegation_depth: 0,
+            parent_stream_id: None,
+        }
+    }
+
     /// The accrual inputs.
     pub fn terms(&self) -> AccrualTerms {
         AccrualTerms {
@@ -454,31 +493,15 @@ impl Generator {
         };
         let sender = self.pick_account();
         let recipient = self.pick_other(sender);
-        let s = StreamModel {
-            stream_id: id,
+        let s = StreamModel::fresh(
+            id,
             sender,
             recipient,
-            claim_owner: None,
-            deposit_amount: deposit,
-            rate_per_second: rate,
-            start_time: start,
-            cliff_time: cliff,
-            end_time: end,
-            withdrawn_amount: 0,
-            status: StreamStatus::Active,
-            cancelled_at: None,
-            checkpointed_amount: 0,
-            checkpointed_at: start,
             kind,
-            last_pause_toggle_ledger: 0,
-            last_withdraw_ledger: 0,
-            last_rate_change_ledger: 0,
-            decommissioned: None,
-            paused_at_timestamp: 0,
-            cumulative_paused_duration: 0,
-            delegation_depth: 0,
-            parent_stream_id: None,
-        };
+            deposit,
+            rate,
+            [start, cliff, end],
+        );
         let created = map(vec![
             ("cliff_time", ScVal::U64(cliff)),
             ("deposit_amount", i128v(deposit)),
@@ -519,13 +542,9 @@ impl Generator {
         ])
     }
 
-    fn tx_without_entry(
-        &self,
-        function: &str,
-        args: Vec<ScVal>,
-        events: Vec<((&str, u64), ScVal)>,
-    ) -> Result<TxSpec, SimError> {
-        let events = events
+    /// Our contract's events: `((topic, stream id), data)` each.
+    fn events(&self, events: Vec<((&str, u64), ScVal)>) -> Result<Vec<SimEvent>, SimError> {
+        events
             .into_iter()
             .map(|((topic, id), data)| {
                 Ok(SimEvent {
@@ -534,12 +553,21 @@ impl Generator {
                     data,
                 })
             })
-            .collect::<Result<Vec<_>, SimError>>()?;
+            .collect()
+    }
+
+    /// A transaction that changes no `Stream` entry.
+    fn tx_without_entry(
+        &self,
+        function: &str,
+        args: Vec<ScVal>,
+        events: Vec<((&str, u64), ScVal)>,
+    ) -> Result<TxSpec, SimError> {
         Ok(TxSpec {
             function: function.to_string(),
             args,
             success: true,
-            events,
+            events: self.events(events)?,
             stream_changes: Vec::new(),
         })
     }
@@ -569,31 +597,15 @@ impl Generator {
                 // accept: start = max(offer start, now), schedule shifted by the same offset
                 let eff = start.max(now);
                 let shift = eff - start;
-                let s = StreamModel {
-                    stream_id: offer_id,
+                let s = StreamModel::fresh(
+                    offer_id,
                     sender,
                     recipient,
-                    claim_owner: None,
-                    deposit_amount: deposit,
-                    rate_per_second: rate,
-                    start_time: eff,
-                    cliff_time: cliff + shift,
-                    end_time: end + shift,
-                    withdrawn_amount: 0,
-                    status: StreamStatus::Active,
-                    cancelled_at: None,
-                    checkpointed_amount: 0,
-                    checkpointed_at: eff,
-                    kind: StreamKind::Linear,
-                    last_pause_toggle_ledger: 0,
-                    last_withdraw_ledger: 0,
-                    last_rate_change_ledger: 0,
-                    decommissioned: None,
-                    paused_at_timestamp: 0,
-                    cumulative_paused_duration: 0,
-                    delegation_depth: 0,
-                    parent_stream_id: None,
-                };
+                    StreamKind::Linear,
+                    deposit,
+                    rate,
+                    [eff, cliff + shift, end + shift],
+                );
                 let created = self.created_data(&s)?;
                 let acc = map(vec![
                     ("effective_start_time", ScVal::U64(eff)),
@@ -675,31 +687,15 @@ impl Generator {
         let rate: i128 = self.rng.gen_range(1..1_000);
         let sender = self.pick_account();
         let recipient = self.pick_other(sender);
-        let s = StreamModel {
-            stream_id: id,
+        let s = StreamModel::fresh(
+            id,
             sender,
             recipient,
-            claim_owner: None,
-            deposit_amount: rate * i128::from(end - start),
-            rate_per_second: rate,
-            start_time: start,
-            cliff_time: start,
-            end_time: end,
-            withdrawn_amount: 0,
-            status: StreamStatus::Active,
-            cancelled_at: None,
-            checkpointed_amount: 0,
-            checkpointed_at: start,
-            kind: StreamKind::Linear,
-            last_pause_toggle_ledger: 0,
-            last_withdraw_ledger: 0,
-            last_rate_change_ledger: 0,
-            decommissioned: None,
-            paused_at_timestamp: 0,
-            cumulative_paused_duration: 0,
-            delegation_depth: 0,
-            parent_stream_id: None,
-        };
+            StreamKind::Linear,
+            rate * i128::from(end - start),
+            rate,
+            [start, start, end],
+        );
         let created = self.created_data(&s)?;
         let spec = self.tx(
             "create_stream_with_lookback",
@@ -774,26 +770,12 @@ impl Generator {
         events: Vec<((&str, u64), ScVal)>,
         after: &StreamModel,
     ) -> Result<TxSpec, SimError> {
-        let events = events
-            .into_iter()
-            .map(|((topic, id), data)| {
-                Ok(SimEvent {
-                    contract: self.contract,
-                    topics: vec![sym(topic)?, ScVal::U64(id)],
-                    data,
-                })
-            })
-            .collect::<Result<Vec<_>, SimError>>()?;
-        Ok(TxSpec {
-            function: function.to_string(),
-            args,
-            success: true,
-            events,
-            stream_changes: vec![StreamChange::Set {
-                stream_id: after.stream_id,
-                value: after.to_scval()?,
-            }],
-        })
+        let mut spec = self.tx_without_entry(function, args, events)?;
+        spec.stream_changes = vec![StreamChange::Set {
+            stream_id: after.stream_id,
+            value: after.to_scval()?,
+        }];
+        Ok(spec)
     }
 
     fn act(
@@ -1176,28 +1158,15 @@ impl Generator {
                 if deposit <= 0 {
                     return Ok(None);
                 }
-                let c = StreamModel {
-                    stream_id: new_id,
-                    deposit_amount: deposit,
-                    start_time: start,
-                    cliff_time: cliff,
-                    end_time: end,
-                    withdrawn_amount: 0,
-                    status: StreamStatus::Active,
-                    cancelled_at: None,
-                    checkpointed_amount: 0,
-                    checkpointed_at: start,
-                    claim_owner: None,
-                    last_pause_toggle_ledger: 0,
-                    last_withdraw_ledger: 0,
-                    last_rate_change_ledger: 0,
-                    decommissioned: None,
-                    paused_at_timestamp: 0,
-                    cumulative_paused_duration: 0,
-                    delegation_depth: 0,
-                    parent_stream_id: None,
-                    ..s.clone()
-                };
+                let c = StreamModel::fresh(
+                    new_id,
+                    s.sender,
+                    s.recipient,
+                    s.kind,
+                    deposit,
+                    s.rate_per_second,
+                    [start, cliff, end],
+                );
                 let created = self.created_data(&c)?;
                 let cloned = map(vec![
                     ("cliff_time", ScVal::U64(cliff)),
@@ -1228,27 +1197,19 @@ impl Generator {
                 let new_id = self.state.next_id;
                 self.state.next_id += 1;
                 let duration = s.end_time.saturating_sub(s.start_time);
-                let c = StreamModel {
-                    stream_id: new_id,
-                    start_time: now,
-                    cliff_time: now + s.cliff_time.saturating_sub(s.start_time),
-                    end_time: now + duration,
-                    withdrawn_amount: 0,
-                    status: StreamStatus::Active,
-                    cancelled_at: None,
-                    checkpointed_amount: 0,
-                    checkpointed_at: now,
-                    claim_owner: None,
-                    last_pause_toggle_ledger: 0,
-                    last_withdraw_ledger: 0,
-                    last_rate_change_ledger: 0,
-                    decommissioned: None,
-                    paused_at_timestamp: 0,
-                    cumulative_paused_duration: 0,
-                    delegation_depth: 0,
-                    parent_stream_id: None,
-                    ..s.clone()
-                };
+                let c = StreamModel::fresh(
+                    new_id,
+                    s.sender,
+                    s.recipient,
+                    s.kind,
+                    s.deposit_amount,
+                    s.rate_per_second,
+                    [
+                        now,
+                        now + s.cliff_time.saturating_sub(s.start_time),
+                        now + duration,
+                    ],
+                );
                 let created = self.created_data(&c)?;
                 let mut spec = self.tx(
                     "renew_stream",
@@ -1298,27 +1259,17 @@ impl Generator {
                 self.state.next_id += 1;
                 let delegatee = self.pick_other(s.sender);
                 let child = StreamModel {
-                    stream_id: child_id,
-                    recipient: delegatee,
-                    claim_owner: None,
-                    deposit_amount: child_deposit,
-                    rate_per_second: child_rate,
-                    start_time: now,
-                    cliff_time: s.cliff_time.max(now),
-                    withdrawn_amount: 0,
-                    status: StreamStatus::Active,
-                    cancelled_at: None,
-                    checkpointed_amount: 0,
-                    checkpointed_at: now,
-                    last_pause_toggle_ledger: 0,
-                    last_withdraw_ledger: 0,
-                    last_rate_change_ledger: 0,
-                    decommissioned: None,
-                    paused_at_timestamp: 0,
-                    cumulative_paused_duration: 0,
                     delegation_depth: s.delegation_depth + 1,
                     parent_stream_id: Some(id),
-                    ..s.clone()
+                    ..StreamModel::fresh(
+                        child_id,
+                        s.sender,
+                        delegatee,
+                        s.kind,
+                        child_deposit,
+                        child_rate,
+                        [now, s.cliff_time.max(now), s.end_time],
+                    )
                 };
                 s.checkpointed_amount = acc;
                 s.checkpointed_at = now;
