@@ -95,7 +95,56 @@ impl TempPgDatabase {
 pub mod synth {
     use sha2::{Digest, Sha256};
 
+    use crate::domain::accrual::{StreamKind, StreamStatus};
+    use crate::projection::{Fact, StreamState, Verification};
     use crate::store::{format_event_id, LedgerRecord, NewEvent};
+
+    /// A plausible Linear stream created at `ledger` (for store and API tests and benches).
+    pub fn stream_state(id: u64, sender: &str, recipient: &str, ledger: u32) -> StreamState {
+        let start = 1_700_000_000 + u64::from(ledger) * 5;
+        StreamState {
+            stream_id: id,
+            sender: sender.to_string(),
+            recipient: recipient.to_string(),
+            claim_owner: None,
+            deposit_amount: 1_000_000_000,
+            rate_per_second: 100,
+            start_time: start,
+            cliff_time: start,
+            end_time: start + 10_000_000,
+            withdrawn_amount: 0,
+            status: StreamStatus::Active,
+            closed: false,
+            cancelled_at: None,
+            checkpointed_amount: 0,
+            checkpointed_at: start,
+            withdraw_dust_threshold: 0,
+            memo_hex: None,
+            kind: Fact::Entry(StreamKind::Linear),
+            irrevocable: Fact::Entry(Some(false)),
+            witness: Fact::Entry(None),
+            is_pooled: Some(false),
+            decommissioned: Some(false),
+            last_pause_toggle_ledger: 0,
+            last_withdraw_ledger: Fact::Entry(0),
+            last_rate_change_ledger: 0,
+            paused_at_timestamp: 0,
+            cumulative_paused_duration: 0,
+            delegation_depth: 0,
+            parent_stream_id: None,
+            created_ledger: ledger,
+            created_at: start,
+            created_tx: ledger_hash(9, ledger),
+            updated_ledger: ledger,
+            updated_at: start,
+            updated_tx: ledger_hash(9, ledger),
+            verification: Verification {
+                verified: true,
+                checked_ledger: Some(ledger),
+                reasons: Vec::new(),
+            },
+        }
+    }
 
     /// A deterministic ledger hash for `(branch, sequence)`.
     pub fn ledger_hash(branch: u32, sequence: u32) -> String {

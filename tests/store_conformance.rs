@@ -4,9 +4,13 @@
 use std::sync::Arc;
 
 use fluxora::config::DatabaseUrl;
+use fluxora::domain::accrual::StreamStatus;
+use fluxora::projection::{ContractFlags, StreamState};
 use fluxora::store::{
-    self, AppendBatch, Cursor, NewEvent, RollbackRequest, Store, StoreError, StoredEvent,
+    self, AppendBatch, Cursor, NewEvent, RollbackRequest, Store, StoreError,
+    StoredEvent, StreamQuery,
 };
+use fluxora::testing::synth;
 use fluxora::testing::synth::{events, ledger_hash, ledgers};
 use fluxora::testing::TempPgDatabase;
 use sqlx::Connection;
@@ -124,6 +128,7 @@ fn batch(from: u32, to: u32, per: u32, prev: &str) -> AppendBatch {
         ledgers: ls,
         events: evs,
         cursor,
+        ..Default::default()
     }
 }
 
@@ -361,6 +366,7 @@ async fn rollback_removes_exactly_the_ledgers_above_the_fork(h: &Harness) {
             cursor: cursor_of(&ls[2]),
             ledgers: ls.clone(),
             events: evs,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -539,6 +545,117 @@ async fn events_are_append_only_in_the_database(h: &Harness) {
     assert!(err.to_string().contains("append-only"), "{err}");
 }
 
+fn version(
+    id: u64,
+    ledger: u32,
+    sender: &str,
+    status: StreamStatus,
+) -> (StreamState, store::StreamVersion) {
+    let mut st = synth::stream_state(id, sender, "GRECIPIENT", ledger);
+    st.status = status;
+    st.updated_ledger = ledger;
+    let v = store::StreamVersion::of(&st, ledger).unwrap();
+    (st, v)
+}
+
+async fn projection_rows_follow_batches_and_rollbacks(h: &Harness) {
+    let s = &*h.store;
+    let (s1a, v1a) = version(1, 1, "GA", StreamStatus::Active);
+    let (s1b, v1b) = version(1, 3, "GA", StreamStatus::Paused);
+    let (s2, v2) = version(2, 2, "GB", StreamStatus::Active);
+    let flags = store::FlagsVersion {
+        ledger: 2,
+        state: serde_json::to_string(&ContractFlags {
+            global_paused: true,
+            ..Default::default()
+        })
+        .unwrap(),
+    };
+    let entry = store::StreamEntryRecord {
+        ledger: 1,
+        tx_order: 1,
+        seq: 0,
+        stream_id: 1,
+        tx_hash: ledger_hash(5, 1),
+        value_xdr: Some("AAAAAQ==".into()),
+    };
+    let mut b = batch(1, 3, 1, ZERO);
+    b.projection = store::ProjectionDelta {
+        versions: vec![v1a, v2, v1b],
+        flags: vec![flags.clone()],
+        entries: vec![entry.clone()],
+    };
+    s.append(&b).await.unwrap();
+
+    // Current rows, history, filters, keyset pages, counts.
+    assert_eq!(s.stream(1).await.unwrap(), Some(s1b.clone()));
+    assert_eq!(s.stream_at(1, 2).await.unwrap(), Some(s1a.clone()));
+    assert_eq!(s.stream_at(1, 3).await.unwrap(), Some(s1b.clone()));
+    assert_eq!(s.stream_at(1, 0).await.unwrap(), None);
+    assert_eq!(s.stream(3).await.unwrap(), None);
+    let q = |status: Option<&str>, sender: Option<&str>, after: Option<u64>| StreamQuery {
+        status: status.map(str::to_string),
+        sender: sender.map(str::to_string),
+        recipient: Some("GRECIPIENT".into()),
+        after,
+        limit: 10,
+    };
+    let ids = |v: Vec<StreamState>| v.iter().map(|s| s.stream_id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_streams(&q(None, None, None)).await.unwrap()), [1, 2]);
+    assert_eq!(ids(s.list_streams(&q(Some("paused"), None, None)).await.unwrap()), [1]);
+    assert_eq!(ids(s.list_streams(&q(None, Some("GB"), None)).await.unwrap()), [2]);
+    assert_eq!(ids(s.list_streams(&q(None, None, Some(1))).await.unwrap()), [2]);
+    assert!(s.list_streams(&q(Some("bogus"), None, None)).await.is_err());
+    let counts = s.stream_status_counts().await.unwrap();
+    assert_eq!(counts.get("paused"), Some(&1));
+    assert_eq!(counts.get("active"), Some(&1));
+    assert!(s.flags().await.unwrap().global_paused);
+    assert_eq!(s.stream_entries(0, 10).await.unwrap(), vec![entry.clone()]);
+    assert_eq!(s.stream_versions(None, 100).await.unwrap().len(), 3);
+    assert_eq!(
+        s.stream_versions(Some((1, 3)), 100).await.unwrap()[0].stream_id,
+        2
+    );
+    assert_eq!(s.first_ledger().await.unwrap(), Some(1));
+
+    // Rolling back ledger 3 restores stream 1's version of ledger 1.
+    let r = s
+        .rollback_to(&RollbackRequest {
+            fork_ledger: 2,
+            new_hash: None,
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+    assert!(r.streams_affected.contains(&1));
+    assert_eq!(s.stream(1).await.unwrap(), Some(s1a.clone()));
+    assert_eq!(s.stream(2).await.unwrap(), Some(s2.clone()));
+    assert!(s.flags().await.unwrap().global_paused);
+
+    // Rolling back to before everything removes every projection row.
+    s.rollback_to(&RollbackRequest {
+        fork_ledger: 0,
+        new_hash: None,
+        reason: "test".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.stream(1).await.unwrap(), None);
+    assert_eq!(s.stream(2).await.unwrap(), None);
+    assert!(!s.flags().await.unwrap().global_paused);
+    assert!(s.stream_entries(0, 10).await.unwrap().is_empty());
+    assert!(s.stream_versions(None, 100).await.unwrap().is_empty());
+
+    // replace_projection swaps every row at once.
+    let (_, v9) = version(9, 1, "GC", StreamStatus::Cancelled);
+    s.replace_projection(&[v9], &[flags]).await.unwrap();
+    assert_eq!(ids(s.list_streams(&q(None, None, None)).await.unwrap()), [9]);
+    assert_eq!(
+        s.stream_status_counts().await.unwrap().get("cancelled"),
+        Some(&1)
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -573,4 +690,5 @@ conformance!(
     readers_see_only_committed_batches,
     bad_batches_are_refused_with_the_reason,
     events_are_append_only_in_the_database,
+    projection_rows_follow_batches_and_rollbacks,
 );

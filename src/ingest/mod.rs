@@ -9,8 +9,10 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::chain::{ChainError, LedgerBundle, LedgerSource};
+use crate::projection::{Projection, Projector};
 use crate::store::{
-    AppendBatch, Cursor, LedgerRecord, NewEvent, RollbackReport, RollbackRequest, Store, StoreError,
+    AppendBatch, Cursor, LedgerRecord, NewEvent, ProjectionDelta, RollbackReport, RollbackRequest,
+    Store, StoreError, StreamQuery,
 };
 
 /// Ingest settings.
@@ -81,6 +83,10 @@ pub struct IndexerStatus {
     pub epoch: u64,
     pub events_ingested: u64,
     pub last_error: Option<String>,
+    /// Events and storage entries the fold could not apply, since start (each is logged).
+    pub projection_skipped: u64,
+    /// Storage-entry comparisons that found a difference, in the loaded projection.
+    pub projection_mismatches: u64,
 }
 
 impl IndexerStatus {
@@ -97,6 +103,8 @@ impl IndexerStatus {
             last_reorg: None,
             epoch: 0,
             events_ingested: 0,
+            projection_skipped: 0,
+            projection_mismatches: 0,
             last_error: None,
         }
     }
@@ -140,6 +148,9 @@ pub struct Ingestor {
     cfg: IngestConfig,
     status: watch::Sender<IndexerStatus>,
     notices: broadcast::Sender<Notice>,
+    /// The projection as committed, loaded from the store on first use and dropped (to be
+    /// reloaded) after a failed append or a rollback.
+    projector: tokio::sync::Mutex<Option<Projector>>,
 }
 
 fn now_unix() -> u64 {
@@ -211,6 +222,7 @@ impl Ingestor {
             cfg,
             status,
             notices,
+            projector: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -512,6 +524,25 @@ impl Ingestor {
         }
         let last = bundles.last().map_or(next, |b| b.sequence);
         let last_hash = bundles.last().map(|b| b.hash.clone()).unwrap_or_default();
+        let mut guard = self.projector.lock().await;
+        let projector = match guard.as_mut() {
+            Some(p) => p,
+            None => guard.insert(load_projector(&*self.store).await?),
+        };
+        let mut delta = ProjectionDelta::default();
+        for b in &bundles {
+            if let Err(e) = projector.fold_bundle(b) {
+                *guard = None;
+                return Err(e.into());
+            }
+        }
+        delta.extend(projector.take_delta());
+        let skipped = projector.take_skipped();
+        let skipped_total = projector.skipped_total();
+        let mismatches = projector.projection().mismatches;
+        for reason in &skipped {
+            tracing::warn!(%reason, "the fold skipped an event or entry");
+        }
         let batch = AppendBatch {
             ledgers: bundles.iter().map(ledger_record).collect(),
             events: bundles.iter().flat_map(bundle_events).collect(),
@@ -519,8 +550,21 @@ impl Ingestor {
                 ledger: last,
                 hash: last_hash,
             }),
+            projection: delta,
         };
-        let out = self.store.append(&batch).await?;
+        let out = match self.store.append(&batch).await {
+            Ok(o) => o,
+            Err(e) => {
+                // The in-memory fold ran ahead of the store: reload it next time.
+                *guard = None;
+                return Err(e.into());
+            }
+        };
+        drop(guard);
+        self.update(|s| {
+            s.projection_skipped = skipped_total;
+            s.projection_mismatches = mismatches;
+        });
         let epoch = self.store.epoch().await?;
         let close = bundles.last().map(|b| b.close_time);
         self.update(|s| {
@@ -597,6 +641,9 @@ impl Ingestor {
             }
             k -= 1;
         };
+        // The projection is restored by the store; the in-memory copy is reloaded.
+        let mut guard = self.projector.lock().await;
+        *guard = None;
         let report = self
             .store
             .rollback_to(&RollbackRequest {
@@ -622,6 +669,7 @@ impl Ingestor {
             streams: report.streams_affected.clone(),
             first_removed_position: report.first_removed_position,
         });
+        drop(guard);
         self.update(|s| {
             s.reorgs += 1;
             s.epoch = report.epoch;
@@ -630,6 +678,30 @@ impl Ingestor {
         });
         Ok(Step::RolledBack)
     }
+}
+
+/// Loads the committed projection: every stream's current state and the contract flags.
+pub async fn load_projector(store: &dyn Store) -> Result<Projector, StoreError> {
+    let mut p = Projection {
+        flags: store.flags().await?,
+        ..Default::default()
+    };
+    let mut after = None;
+    loop {
+        let page = store
+            .list_streams(&StreamQuery {
+                after,
+                limit: 5_000,
+                ..Default::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.stream_id);
+        for s in page {
+            p.streams.insert(s.stream_id, s);
+        }
+    }
+    Ok(Projector::new(p))
 }
 
 /// Source errors that no retry can fix: the configuration or the provider must change.

@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::contract::{ContractEvent, StreamEntry};
 use crate::domain::accrual::{accrued_at, AccrualTerms, StreamKind, StreamStatus};
 
 /// A fact that may be unknown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "source", content = "value")]
 pub enum Fact<T> {
     /// Not derivable from what was seen.
@@ -36,7 +36,7 @@ impl<T: Clone> Fact<T> {
 }
 
 /// Whether the folded state was checked against the contract's own storage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verification {
     /// `true` while every comparison so far matched (and at least one happened).
     pub verified: bool,
@@ -47,24 +47,29 @@ pub struct Verification {
 }
 
 /// One stream as the fold sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamState {
     pub stream_id: u64,
     pub sender: String,
     pub recipient: String,
     pub claim_owner: Option<String>,
+    #[serde(with = "super::i128_string")]
     pub deposit_amount: i128,
+    #[serde(with = "super::i128_string")]
     pub rate_per_second: i128,
     pub start_time: u64,
     pub cliff_time: u64,
     pub end_time: u64,
+    #[serde(with = "super::i128_string")]
     pub withdrawn_amount: i128,
     pub status: StreamStatus,
     /// Storage reclaimed (`closed`).
     pub closed: bool,
     pub cancelled_at: Option<u64>,
+    #[serde(with = "super::i128_string")]
     pub checkpointed_amount: i128,
     pub checkpointed_at: u64,
+    #[serde(with = "super::i128_string")]
     pub withdraw_dust_threshold: i128,
     pub memo_hex: Option<String>,
     pub kind: Fact<StreamKind>,
@@ -109,7 +114,7 @@ impl StreamState {
 }
 
 /// Contract-wide flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContractFlags {
     pub global_paused: bool,
     pub creation_paused: bool,

@@ -15,7 +15,7 @@
 mod postgres;
 mod sqlite;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::config::DatabaseUrl;
+use crate::projection::{ContractFlags, StreamState};
 
 /// A global event position: 1, 2, 3, … with no gaps.
 pub type Position = i64;
@@ -90,6 +91,132 @@ pub struct AppendBatch {
     pub events: Vec<NewEvent>,
     /// The cursor to store with the batch.
     pub cursor: Option<Cursor>,
+    /// Projection rows folded from this batch, committed with it.
+    pub projection: ProjectionDelta,
+}
+
+/// The state of one stream after a ledger that changed it (a `stream_versions` row; the latest
+/// one per stream is also its `streams` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamVersion {
+    pub stream_id: u64,
+    pub ledger: u32,
+    pub sender: String,
+    pub recipient: String,
+    /// `active`, `paused`, `completed`, `cancelled` or `closed`.
+    pub status: String,
+    pub verified: bool,
+    /// JSON of the [`StreamState`] (amounts as strings).
+    pub state: String,
+}
+
+impl StreamVersion {
+    /// The row of `state` as it is after `ledger`.
+    pub fn of(state: &StreamState, ledger: u32) -> Result<Self, StoreError> {
+        Ok(StreamVersion {
+            stream_id: state.stream_id,
+            ledger,
+            sender: state.sender.clone(),
+            recipient: state.recipient.clone(),
+            status: status_label(state).to_string(),
+            verified: state.verification.verified,
+            state: serde_json::to_string(state)
+                .map_err(|e| StoreError::InvalidBatch(format!("stream {}: {e}", state.stream_id)))?,
+        })
+    }
+
+    /// The folded state this row holds.
+    pub fn decode(&self) -> Result<StreamState, StoreError> {
+        decode_state(&self.state)
+    }
+}
+
+/// The status clients see: `closed` once the storage was reclaimed, else the contract's status.
+pub fn status_label(s: &StreamState) -> &'static str {
+    use crate::domain::accrual::StreamStatus as S;
+    if s.closed {
+        return "closed";
+    }
+    match s.status {
+        S::Active => "active",
+        S::Paused => "paused",
+        S::Completed => "completed",
+        S::Cancelled => "cancelled",
+    }
+}
+
+/// The statuses [`StreamQuery::status`] accepts.
+pub const STREAM_STATUSES: [&str; 5] = ["active", "paused", "completed", "cancelled", "closed"];
+
+pub(crate) fn decode_state(json: &str) -> Result<StreamState, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("stream state: {e}")))
+}
+
+pub(crate) fn decode_flags(json: &str) -> Result<ContractFlags, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("contract flags: {e}")))
+}
+
+/// The key that sorts stream ids numerically as text.
+pub(crate) fn stream_key(id: u64) -> String {
+    format!("{id:020}")
+}
+
+pub(crate) fn parse_stream_key(k: &str) -> Result<u64, StoreError> {
+    k.parse()
+        .map_err(|_| StoreError::Corrupt(format!("stream key `{k}`")))
+}
+
+/// The contract flags after a ledger that changed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagsVersion {
+    pub ledger: u32,
+    /// JSON of the [`ContractFlags`].
+    pub state: String,
+}
+
+/// A post-transaction `Stream` storage entry from a transaction's meta (or its removal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamEntryRecord {
+    pub ledger: u32,
+    pub tx_order: u32,
+    /// Order within the transaction.
+    pub seq: u32,
+    pub stream_id: u64,
+    pub tx_hash: String,
+    /// Base64 XDR of the entry's `ScVal`; `None` when the entry was removed.
+    pub value_xdr: Option<String>,
+}
+
+/// What the fold of a batch produced, written in the batch's transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectionDelta {
+    /// Stream states after each ledger that changed them, in ledger order.
+    pub versions: Vec<StreamVersion>,
+    /// Contract flags after each ledger that changed them, in ledger order.
+    pub flags: Vec<FlagsVersion>,
+    /// The storage entries of the batch's transactions.
+    pub entries: Vec<StreamEntryRecord>,
+}
+
+impl ProjectionDelta {
+    /// Appends another delta (later ledgers).
+    pub fn extend(&mut self, other: ProjectionDelta) {
+        self.versions.extend(other.versions);
+        self.flags.extend(other.flags);
+        self.entries.extend(other.entries);
+    }
+}
+
+/// A page of streams, ordered by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamQuery {
+    /// One of [`STREAM_STATUSES`].
+    pub status: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    /// Only ids greater than this (keyset pagination).
+    pub after: Option<u64>,
+    pub limit: u32,
 }
 
 /// What an append did.
@@ -221,6 +348,8 @@ pub trait Store: Send + Sync {
     async fn ledger(&self, sequence: u32) -> Result<Option<LedgerRecord>, StoreError>;
     /// Ledgers with `from <= sequence <= to`, ascending.
     async fn ledgers(&self, from: u32, to: u32) -> Result<Vec<LedgerRecord>, StoreError>;
+    /// The lowest stored ledger.
+    async fn first_ledger(&self) -> Result<Option<u32>, StoreError>;
     /// The highest stored ledger.
     async fn tip(&self) -> Result<Option<LedgerRecord>, StoreError>;
     /// The ingest cursor.
@@ -239,6 +368,39 @@ pub trait Store: Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a store-wide setting. `epoch` is reserved for rollbacks.
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// The current state of a stream.
+    async fn stream(&self, id: u64) -> Result<Option<StreamState>, StoreError>;
+    /// The state of a stream as it was after `ledger` (its latest version at or below it).
+    async fn stream_at(&self, id: u64, ledger: u32) -> Result<Option<StreamState>, StoreError>;
+    /// Streams matching the query, ascending by id.
+    async fn list_streams(&self, q: &StreamQuery) -> Result<Vec<StreamState>, StoreError>;
+    /// How many streams have each status (see [`status_label`]).
+    async fn stream_status_counts(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+    /// Stream versions after `(stream id, ledger)` in (id, ledger) order, at most `limit`.
+    async fn stream_versions(
+        &self,
+        after: Option<(u64, u32)>,
+        limit: u32,
+    ) -> Result<Vec<StreamVersion>, StoreError>;
+    /// The current contract flags (default when nothing set them).
+    async fn flags(&self) -> Result<ContractFlags, StoreError>;
+    /// Every contract-flags version, in ledger order.
+    async fn flag_versions(&self) -> Result<Vec<FlagsVersion>, StoreError>;
+    /// Events of ledgers `from..=to`, in position order.
+    async fn events_in_ledgers(&self, from: u32, to: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Storage entries of ledgers `from..=to`, in (ledger, tx order, seq) order.
+    async fn stream_entries(
+        &self,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<StreamEntryRecord>, StoreError>;
+    /// Replaces every projection row (streams, versions, flags) in one transaction: `rebuild`.
+    async fn replace_projection(
+        &self,
+        versions: &[StreamVersion],
+        flags: &[FlagsVersion],
+    ) -> Result<(), StoreError>;
 }
 
 /// Opens the store the URL names (creating an SQLite file if missing) and applies migrations.
@@ -541,5 +703,36 @@ mod tests {
             ..Default::default()
         };
         assert!(validate_batch(&b).unwrap_err().to_string().contains("hex"));
+    }
+}
+
+/// The last version of each stream in `versions` (which are in ledger order).
+pub(crate) fn latest_versions(versions: &[StreamVersion]) -> Vec<&StreamVersion> {
+    let mut last: BTreeMap<u64, &StreamVersion> = BTreeMap::new();
+    for v in versions {
+        match last.get(&v.stream_id) {
+            Some(p) if p.ledger > v.ledger => {}
+            _ => {
+                last.insert(v.stream_id, v);
+            }
+        }
+    }
+    last.into_values().collect()
+}
+
+pub(crate) const VERSION_COLUMNS: &str =
+    "stream_key, ledger, sender, recipient, status, verified, state";
+
+/// `ON CONFLICT` clause shared by both dialects for version-shaped rows.
+pub(crate) const VERSION_UPSERT: &str = "DO UPDATE SET ledger = excluded.ledger, \
+     sender = excluded.sender, recipient = excluded.recipient, status = excluded.status, \
+     verified = excluded.verified, state = excluded.state";
+
+pub(crate) fn check_status(q: &StreamQuery) -> Result<(), StoreError> {
+    match &q.status {
+        Some(s) if !STREAM_STATUSES.contains(&s.as_str()) => Err(StoreError::InvalidBatch(
+            format!("status `{s}` is not one of {}", STREAM_STATUSES.join(", ")),
+        )),
+        _ => Ok(()),
     }
 }

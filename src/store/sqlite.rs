@@ -277,6 +277,8 @@ impl Store for SqliteStore {
             qb.build().execute(&mut *tx).await?;
         }
 
+        write_projection(&mut tx, &batch.projection).await?;
+
         if let Some(c) = &batch.cursor {
             sqlx::query(
                 "INSERT INTO ingest_cursor (id, ledger, hash, updated_at) VALUES (1, ?, ?, ?) \
@@ -399,6 +401,7 @@ impl Store for SqliteStore {
                     .execute(&mut *tx)
                     .await?;
             }
+            streams.extend(rollback_projection(&mut tx, fork).await?);
             sqlx::query("DELETE FROM ledgers WHERE sequence > ?")
                 .bind(fork)
                 .execute(&mut *tx)
@@ -609,4 +612,298 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
+
+    async fn first_ledger(&self) -> Result<Option<u32>, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MIN(sequence) FROM ledgers")
+            .fetch_one(&self.reader)
+            .await?;
+        v.map(|v| u32_col(v, "ledgers.sequence")).transpose()
+    }
+
+    async fn stream(&self, id: u64) -> Result<Option<StreamState>, StoreError> {
+        let st: Option<String> = sqlx::query_scalar("SELECT state FROM streams WHERE stream_key = ?")
+            .bind(stream_key(id))
+            .fetch_optional(&self.reader)
+            .await?;
+        st.as_deref().map(decode_state).transpose()
+    }
+
+    async fn stream_at(&self, id: u64, ledger: u32) -> Result<Option<StreamState>, StoreError> {
+        let st: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM stream_versions WHERE stream_key = ? AND ledger <= ? \
+             ORDER BY ledger DESC LIMIT 1",
+        )
+        .bind(stream_key(id))
+        .bind(i64::from(ledger))
+        .fetch_optional(&self.reader)
+        .await?;
+        st.as_deref().map(decode_state).transpose()
+    }
+
+    async fn list_streams(&self, q: &StreamQuery) -> Result<Vec<StreamState>, StoreError> {
+        check_status(q)?;
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT state FROM streams WHERE 1 = 1");
+        if let Some(s) = &q.status {
+            qb.push(" AND status = ").push_bind(s.clone());
+        }
+        if let Some(s) = &q.sender {
+            qb.push(" AND sender = ").push_bind(s.clone());
+        }
+        if let Some(r) = &q.recipient {
+            qb.push(" AND recipient = ").push_bind(r.clone());
+        }
+        if let Some(a) = q.after {
+            qb.push(" AND stream_key > ").push_bind(stream_key(a));
+        }
+        qb.push(" ORDER BY stream_key LIMIT ")
+            .push_bind(i64::from(q.limit));
+        let rows: Vec<String> = qb
+            .build_query_scalar()
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|s| decode_state(s)).collect()
+    }
+
+    async fn stream_status_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM streams GROUP BY status")
+            .fetch_all(&self.reader)
+            .await?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let n: i64 = r.try_get(1)?;
+            out.insert(r.try_get::<String, _>(0)?, n.max(0) as u64);
+        }
+        Ok(out)
+    }
+
+    async fn stream_versions(
+        &self,
+        after: Option<(u64, u32)>,
+        limit: u32,
+    ) -> Result<Vec<StreamVersion>, StoreError> {
+        let (k, l) = match after {
+            Some((id, l)) => (stream_key(id), i64::from(l)),
+            None => (String::new(), -1),
+        };
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM stream_versions \
+             WHERE stream_key > ? OR (stream_key = ? AND ledger > ?) \
+             ORDER BY stream_key, ledger LIMIT ?"
+        ))
+        .bind(&k)
+        .bind(&k)
+        .bind(l)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(version_row)
+        .collect()
+    }
+
+    async fn flags(&self) -> Result<ContractFlags, StoreError> {
+        let st: Option<String> =
+            sqlx::query_scalar("SELECT state FROM contract_flags ORDER BY ledger DESC LIMIT 1")
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(st.as_deref().map(decode_flags).transpose()?.unwrap_or_default())
+    }
+
+    async fn flag_versions(&self) -> Result<Vec<FlagsVersion>, StoreError> {
+        let rows = sqlx::query("SELECT ledger, state FROM contract_flags ORDER BY ledger")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FlagsVersion {
+                    ledger: u32_col(r.try_get(0)?, "contract_flags.ledger")?,
+                    state: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn events_in_ledgers(&self, from: u32, to: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE ledger BETWEEN ? AND ? \
+             ORDER BY ledger, position"
+        ))
+        .bind(i64::from(from))
+        .bind(i64::from(to))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(event_row)
+        .collect()
+    }
+
+    async fn stream_entries(
+        &self,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<StreamEntryRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ledger, tx_order, seq, stream_id, tx_hash, value_xdr FROM stream_entries \
+             WHERE ledger BETWEEN ? AND ? ORDER BY ledger, tx_order, seq",
+        )
+        .bind(i64::from(from))
+        .bind(i64::from(to))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get(3)?;
+                Ok(StreamEntryRecord {
+                    ledger: u32_col(r.try_get(0)?, "stream_entries.ledger")?,
+                    tx_order: u32_col(r.try_get(1)?, "stream_entries.tx_order")?,
+                    seq: u32_col(r.try_get(2)?, "stream_entries.seq")?,
+                    stream_id: id
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("stream_entries.stream_id `{id}`")))?,
+                    tx_hash: r.try_get(4)?,
+                    value_xdr: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_projection(
+        &self,
+        versions: &[StreamVersion],
+        flags: &[FlagsVersion],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for t in ["streams", "stream_versions", "contract_flags"] {
+            sqlx::query(&format!("DELETE FROM {t}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let delta = ProjectionDelta {
+            versions: versions.to_vec(),
+            flags: flags.to_vec(),
+            entries: Vec::new(),
+        };
+        write_projection(&mut tx, &delta).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn u32_col(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: {v}")))
+}
+
+fn version_row(r: &SqliteRow) -> Result<StreamVersion, StoreError> {
+    Ok(StreamVersion {
+        stream_id: parse_stream_key(&r.try_get::<String, _>(0)?)?,
+        ledger: u32_col(r.try_get(1)?, "stream_versions.ledger")?,
+        sender: r.try_get(2)?,
+        recipient: r.try_get(3)?,
+        status: r.try_get(4)?,
+        verified: r.try_get(5)?,
+        state: r.try_get(6)?,
+    })
+}
+
+/// Writes a batch's projection rows: entries, versions, the latest version of each stream as its
+/// current row, flags.
+async fn write_projection(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    d: &ProjectionDelta,
+) -> Result<(), StoreError> {
+    for chunk in d.entries.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO stream_entries (ledger, tx_order, seq, stream_id, tx_hash, value_xdr) ",
+        );
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(i64::from(e.ledger))
+                .push_bind(i64::from(e.tx_order))
+                .push_bind(i64::from(e.seq))
+                .push_bind(e.stream_id.to_string())
+                .push_bind(&e.tx_hash)
+                .push_bind(&e.value_xdr);
+        });
+        qb.push(" ON CONFLICT DO NOTHING");
+        qb.build().execute(&mut **tx).await?;
+    }
+    let latest = latest_versions(&d.versions);
+    for (table, conflict, rows) in [
+        (
+            "stream_versions",
+            "(stream_key, ledger)",
+            d.versions.iter().collect::<Vec<_>>(),
+        ),
+        ("streams", "(stream_key)", latest),
+    ] {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO {table} ({VERSION_COLUMNS}) "));
+            qb.push_values(chunk, |mut b, v| {
+                b.push_bind(stream_key(v.stream_id))
+                    .push_bind(i64::from(v.ledger))
+                    .push_bind(&v.sender)
+                    .push_bind(&v.recipient)
+                    .push_bind(&v.status)
+                    .push_bind(v.verified)
+                    .push_bind(&v.state);
+            });
+            qb.push(format!(" ON CONFLICT {conflict} {VERSION_UPSERT}"));
+            qb.build().execute(&mut **tx).await?;
+        }
+    }
+    for chunk in d.flags.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO contract_flags (ledger, state) ");
+        qb.push_values(chunk, |mut b, f| {
+            b.push_bind(i64::from(f.ledger)).push_bind(&f.state);
+        });
+        qb.push(" ON CONFLICT (ledger) DO UPDATE SET state = excluded.state");
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Removes projection rows above `fork` and restores each affected stream's current row from
+/// its latest remaining version (or removes it when it has none). Returns the affected streams.
+async fn rollback_projection(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    fork: i64,
+) -> Result<BTreeSet<u64>, StoreError> {
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT stream_key FROM stream_versions WHERE ledger > ?")
+            .bind(fork)
+            .fetch_all(&mut **tx)
+            .await?;
+    sqlx::query("DELETE FROM stream_versions WHERE ledger > ?")
+        .bind(fork)
+        .execute(&mut **tx)
+        .await?;
+    for chunk in keys.chunks(LOOKUP_CHUNK) {
+        let mut del: QueryBuilder<Sqlite> =
+            QueryBuilder::new("DELETE FROM streams WHERE stream_key IN (");
+        let mut sep = del.separated(", ");
+        for k in chunk {
+            sep.push_bind(k.as_str());
+        }
+        del.push(")");
+        del.build().execute(&mut **tx).await?;
+        let mut ins: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO streams ({VERSION_COLUMNS}) SELECT {VERSION_COLUMNS} FROM stream_versions v \
+             WHERE v.ledger = (SELECT MAX(w.ledger) FROM stream_versions w \
+             WHERE w.stream_key = v.stream_key) AND v.stream_key IN ("
+        ));
+        let mut sep = ins.separated(", ");
+        for k in chunk {
+            sep.push_bind(k.as_str());
+        }
+        ins.push(")");
+        ins.build().execute(&mut **tx).await?;
+    }
+    for t in ["stream_entries", "contract_flags"] {
+        sqlx::query(&format!("DELETE FROM {t} WHERE ledger > ?"))
+            .bind(fork)
+            .execute(&mut **tx)
+            .await?;
+    }
+    keys.iter().map(|k| parse_stream_key(k)).collect()
 }
