@@ -90,6 +90,28 @@ pub enum Command {
         #[arg(long)]
         contract: Option<String>,
     },
+    /// Recompute every projection from the stored events and storage entries (progress bar on
+    /// a terminal), report how it differs from the stored (live) projection, and replace it.
+    /// Stop the ingestor first. Prints a JSON summary.
+    Rebuild {
+        /// Only compare; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-check the stored hash chain, the cursor, gap-free positions, and that the stored
+    /// projection equals a rebuild. Writes nothing; exits 1 on any difference. Prints JSON.
+    Verify,
+    /// Print one stream as clients see it (JSON), now or as of an ingested ledger.
+    Stream {
+        /// Stream id.
+        id: u64,
+        /// The state as of this ledger (time travel); amounts at its close time unless --at.
+        #[arg(long)]
+        ledger: Option<u32>,
+        /// Compute amounts at this unix time.
+        #[arg(long)]
+        at: Option<u64>,
+    },
     /// Validate the configuration and print the effective settings (secrets redacted) as JSON.
     Config {
         /// Also require the chain settings the ingestor needs (source URL, contract, passphrase).

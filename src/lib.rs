@@ -8,6 +8,7 @@ pub mod contract;
 pub mod decode;
 pub mod domain;
 pub mod ingest;
+pub mod ops;
 pub mod projection;
 pub mod sim;
 pub mod store;

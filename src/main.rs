@@ -25,9 +25,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let needs = match &cli.command {
-        Command::Migrate | Command::Sim { .. } | Command::Decode { .. } | Command::Demo { .. } => {
-            Needs::default()
-        }
+        Command::Migrate
+        | Command::Sim { .. }
+        | Command::Decode { .. }
+        | Command::Demo { .. }
+        | Command::Rebuild { .. }
+        | Command::Verify
+        | Command::Stream { .. } => Needs::default(),
         Command::Serve => Needs { chain: true },
         Command::Config { chain } => Needs { chain: *chain },
     };
@@ -47,7 +51,8 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command, settings)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "command failed");
             eprintln!("error: {e:#}");
@@ -56,8 +61,53 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+/// Prints pretty JSON on stdout; a closed pipe (`| head`) is not an error.
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let text = serde_json::to_string_pretty(v)?;
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+/// Runs a command; `Ok(false)` = it ran and found problems (exit 1).
+async fn run(command: Command, settings: Settings) -> anyhow::Result<bool> {
     match command {
+        Command::Rebuild { dry_run } => {
+            let store = store::open(&settings.database_url).await?;
+            let s = fluxora::ops::run_rebuild(&*store, dry_run).await?;
+            print_json(&s)?;
+            Ok(true)
+        }
+        Command::Verify => {
+            let store = store::open(&settings.database_url).await?;
+            let r = fluxora::ops::run_verify(&*store).await?;
+            print_json(&r)?;
+            if !r.ok {
+                eprintln!(
+                    "verify: {} chain problem(s), {} projection difference(s)",
+                    r.chain.problems.len(),
+                    r.projection.comparison.differences
+                );
+            }
+            Ok(r.ok)
+        }
+        Command::Stream { id, ledger, at } => {
+            let store = store::open(&settings.database_url).await?;
+            let opts = fluxora::projection::view::ViewOptions {
+                decimals: settings.token_decimals,
+                contract_id: settings
+                    .contract_id
+                    .as_ref()
+                    .map(|c| c.as_str().to_string())
+                    .unwrap_or_default(),
+            };
+            let v = fluxora::ops::stream_view(&*store, id, ledger, at, &opts).await?;
+            print_json(&v)?;
+            Ok(true)
+        }
         Command::Migrate => {
             let store = store::open(&settings.database_url).await?;
             let tip = store.tip().await?;
@@ -75,7 +125,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 store.event_count().await?,
                 tip.map_or("none".to_string(), |t| t.sequence.to_string())
             );
-            Ok(())
+            Ok(true)
         }
         Command::Sim {
             scenario,
@@ -157,7 +207,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 t.await??;
             }
             server.stop().await;
-            Ok(())
+            Ok(true)
         }
         Command::Decode { file, contract } => {
             use anyhow::Context;
@@ -181,9 +231,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     summary.events, summary.unrecognized
                 );
             }
-            Ok(())
+            Ok(true)
         }
-        Command::Serve => Ok(fluxora::app::serve(settings).await?),
+        Command::Serve => {
+            fluxora::app::serve(settings).await?;
+            Ok(true)
+        }
         Command::Demo {
             exit_after_ledgers,
             demo_database,
@@ -211,11 +264,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 fork_every,
                 exit_after_ledgers,
             };
-            Ok(fluxora::app::demo(opts).await?)
+            fluxora::app::demo(opts).await?;
+            Ok(true)
         }
         Command::Config { .. } => {
             println!("{}", serde_json::to_string_pretty(&settings)?);
-            Ok(())
+            Ok(true)
         }
     }
 }

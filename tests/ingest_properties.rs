@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use fluxora::config::DatabaseUrl;
 use fluxora::ingest::{IngestConfig, Ingestor};
+use fluxora::projection::rebuild::{compare, rebuild};
 use fluxora::sim::generator::{GenConfig, Generator};
 use fluxora::sim::http::SimState;
 use fluxora::sim::source::SimSource;
-use fluxora::projection::rebuild::{compare, rebuild};
 use fluxora::store::{self, Store, StreamQuery};
 use fluxora::testing::TempPgDatabase;
 use proptest::prelude::*;
@@ -115,7 +115,10 @@ async fn check(
     let vb = fresh.stream_versions(None, u32::MAX).await.unwrap();
     prop_assert!(!vb.is_empty() || b.is_empty());
     prop_assert_eq!(&va, &vb);
-    prop_assert_eq!(live.flag_versions().await.unwrap(), fresh.flag_versions().await.unwrap());
+    prop_assert_eq!(
+        live.flag_versions().await.unwrap(),
+        fresh.flag_versions().await.unwrap()
+    );
     let all = StreamQuery {
         limit: u32::MAX,
         ..Default::default()

@@ -7,8 +7,8 @@ use fluxora::config::DatabaseUrl;
 use fluxora::domain::accrual::StreamStatus;
 use fluxora::projection::{ContractFlags, StreamState};
 use fluxora::store::{
-    self, AppendBatch, Cursor, NewEvent, RollbackRequest, Store, StoreError,
-    StoredEvent, StreamQuery,
+    self, AppendBatch, Cursor, NewEvent, RollbackRequest, Store, StoreError, StoredEvent,
+    StreamQuery,
 };
 use fluxora::testing::synth;
 use fluxora::testing::synth::{events, ledger_hash, ledgers};
@@ -601,10 +601,25 @@ async fn projection_rows_follow_batches_and_rollbacks(h: &Harness) {
         limit: 10,
     };
     let ids = |v: Vec<StreamState>| v.iter().map(|s| s.stream_id).collect::<Vec<_>>();
-    assert_eq!(ids(s.list_streams(&q(None, None, None)).await.unwrap()), [1, 2]);
-    assert_eq!(ids(s.list_streams(&q(Some("paused"), None, None)).await.unwrap()), [1]);
-    assert_eq!(ids(s.list_streams(&q(None, Some("GB"), None)).await.unwrap()), [2]);
-    assert_eq!(ids(s.list_streams(&q(None, None, Some(1))).await.unwrap()), [2]);
+    assert_eq!(
+        ids(s.list_streams(&q(None, None, None)).await.unwrap()),
+        [1, 2]
+    );
+    assert_eq!(
+        ids(s
+            .list_streams(&q(Some("paused"), None, None))
+            .await
+            .unwrap()),
+        [1]
+    );
+    assert_eq!(
+        ids(s.list_streams(&q(None, Some("GB"), None)).await.unwrap()),
+        [2]
+    );
+    assert_eq!(
+        ids(s.list_streams(&q(None, None, Some(1))).await.unwrap()),
+        [2]
+    );
     assert!(s.list_streams(&q(Some("bogus"), None, None)).await.is_err());
     let counts = s.stream_status_counts().await.unwrap();
     assert_eq!(counts.get("paused"), Some(&1));
@@ -649,7 +664,10 @@ async fn projection_rows_follow_batches_and_rollbacks(h: &Harness) {
     // replace_projection swaps every row at once.
     let (_, v9) = version(9, 1, "GC", StreamStatus::Cancelled);
     s.replace_projection(&[v9], &[flags]).await.unwrap();
-    assert_eq!(ids(s.list_streams(&q(None, None, None)).await.unwrap()), [9]);
+    assert_eq!(
+        ids(s.list_streams(&q(None, None, None)).await.unwrap()),
+        [9]
+    );
     assert_eq!(
         s.stream_status_counts().await.unwrap().get("cancelled"),
         Some(&1)

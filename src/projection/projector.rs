@@ -10,9 +10,7 @@ use std::collections::BTreeSet;
 
 use crate::chain::{LedgerBundle, StreamChange};
 use crate::contract::{ContractEvent, StreamEntry};
-use crate::store::{
-    FlagsVersion, ProjectionDelta, StoreError, StreamEntryRecord, StreamVersion,
-};
+use crate::store::{FlagsVersion, ProjectionDelta, StoreError, StreamEntryRecord, StreamVersion};
 
 use super::fold::{EventContext, Projection};
 
@@ -112,9 +110,8 @@ impl Projector {
             if before != self.projection.flags {
                 self.delta.flags.push(FlagsVersion {
                     ledger,
-                    state: serde_json::to_string(&self.projection.flags).map_err(|e| {
-                        StoreError::InvalidBatch(format!("contract flags: {e}"))
-                    })?,
+                    state: serde_json::to_string(&self.projection.flags)
+                        .map_err(|e| StoreError::InvalidBatch(format!("contract flags: {e}")))?,
                 });
             }
         }

@@ -120,8 +120,8 @@ pub async fn rebuild(store: &dyn Store, progress: Progress<'_>) -> Result<Rebuil
                     Some(x) => {
                         let loc = format!("ledger {} tx {}", n.ledger, tx_order);
                         // An entry live ingestion could not read is skipped here too.
-                        if let Ok(entry) = scval(x, "Stream entry", &loc)
-                            .and_then(|v| StreamEntry::from_scval(&v))
+                        if let Ok(entry) =
+                            scval(x, "Stream entry", &loc).and_then(|v| StreamEntry::from_scval(&v))
                         {
                             p.observe(n.stream_id, Some(&entry));
                         }
@@ -268,8 +268,14 @@ pub async fn compare(store: &dyn Store, rebuilt: &Rebuilt) -> Result<Comparison,
                     } else {
                         format!(
                             "row columns differ (stored {}/{}/{}/{}, rebuilt {}/{}/{}/{})",
-                            v.sender, v.recipient, v.status, v.verified,
-                            w.sender, w.recipient, w.status, w.verified
+                            v.sender,
+                            v.recipient,
+                            v.status,
+                            v.verified,
+                            w.sender,
+                            w.recipient,
+                            w.status,
+                            w.verified
                         )
                     }
                 )),
@@ -300,11 +306,16 @@ pub async fn compare(store: &dyn Store, rebuilt: &Rebuilt) -> Result<Comparison,
             c.stored_streams += 1;
             match current.get(&s.stream_id) {
                 Some(r) if r == s => seen += 1,
-                Some(_) => {
+                Some(r) => {
                     seen += 1;
+                    let (a, b) = (
+                        serde_json::to_string(s).unwrap_or_default(),
+                        serde_json::to_string(r).unwrap_or_default(),
+                    );
                     c.push(format!(
-                        "stream {}: current row differs from the rebuilt state",
-                        s.stream_id
+                        "stream {}: current row differs from the rebuilt state: {}",
+                        s.stream_id,
+                        field_diff(&a, &b)
                     ))
                 }
                 None => c.push(format!(
@@ -373,10 +384,12 @@ pub async fn check_chain(store: &dyn Store) -> Result<ChainCheck, StoreError> {
         from = to + 1;
     }
     match store.cursor().await? {
-        Some(cur) if cur.ledger != tip.sequence || cur.hash != tip.hash => c.problems.push(format!(
-            "the cursor is at ledger {} ({}), the stored tip is ledger {} ({})",
-            cur.ledger, cur.hash, tip.sequence, tip.hash
-        )),
+        Some(cur) if cur.ledger != tip.sequence || cur.hash != tip.hash => {
+            c.problems.push(format!(
+                "the cursor is at ledger {} ({}), the stored tip is ledger {} ({})",
+                cur.ledger, cur.hash, tip.sequence, tip.hash
+            ))
+        }
         None => c
             .problems
             .push("ledgers are stored but there is no ingest cursor".into()),

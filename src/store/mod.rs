@@ -120,8 +120,9 @@ impl StreamVersion {
             recipient: state.recipient.clone(),
             status: status_label(state).to_string(),
             verified: state.verification.verified,
-            state: serde_json::to_string(state)
-                .map_err(|e| StoreError::InvalidBatch(format!("stream {}: {e}", state.stream_id)))?,
+            state: serde_json::to_string(state).map_err(|e| {
+                StoreError::InvalidBatch(format!("stream {}: {e}", state.stream_id))
+            })?,
         })
     }
 

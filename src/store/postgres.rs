@@ -730,7 +730,11 @@ impl Store for PgStore {
             sqlx::query_scalar("SELECT state FROM contract_flags ORDER BY ledger DESC LIMIT 1")
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(st.as_deref().map(decode_flags).transpose()?.unwrap_or_default())
+        Ok(st
+            .as_deref()
+            .map(decode_flags)
+            .transpose()?
+            .unwrap_or_default())
     }
 
     async fn flag_versions(&self) -> Result<Vec<FlagsVersion>, StoreError> {
@@ -781,9 +785,9 @@ impl Store for PgStore {
                     ledger: u32_col(r.try_get(0)?, "stream_entries.ledger")?,
                     tx_order: u32_col(r.try_get(1)?, "stream_entries.tx_order")?,
                     seq: u32_col(r.try_get(2)?, "stream_entries.seq")?,
-                    stream_id: id
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt(format!("stream_entries.stream_id `{id}`")))?,
+                    stream_id: id.parse().map_err(|_| {
+                        StoreError::Corrupt(format!("stream_entries.stream_id `{id}`"))
+                    })?,
                     tx_hash: r.try_get(4)?,
                     value_xdr: r.try_get(5)?,
                 })
@@ -842,7 +846,11 @@ async fn write_projection(
         .bind(e.iter().map(|x| i64::from(x.ledger)).collect::<Vec<_>>())
         .bind(e.iter().map(|x| i64::from(x.tx_order)).collect::<Vec<_>>())
         .bind(e.iter().map(|x| i64::from(x.seq)).collect::<Vec<_>>())
-        .bind(e.iter().map(|x| x.stream_id.to_string()).collect::<Vec<_>>())
+        .bind(
+            e.iter()
+                .map(|x| x.stream_id.to_string())
+                .collect::<Vec<_>>(),
+        )
         .bind(e.iter().map(|x| x.tx_hash.clone()).collect::<Vec<_>>())
         .bind(e.iter().map(|x| x.value_xdr.clone()).collect::<Vec<_>>())
         .execute(&mut **tx)
@@ -865,7 +873,11 @@ async fn write_projection(
              $2::bigint[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::text[]) \
              ON CONFLICT {conflict} {VERSION_UPSERT}"
         ))
-        .bind(rows.iter().map(|v| stream_key(v.stream_id)).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|v| stream_key(v.stream_id))
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|v| i64::from(v.ledger)).collect::<Vec<_>>())
         .bind(rows.iter().map(|v| v.sender.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|v| v.recipient.clone()).collect::<Vec<_>>())
@@ -880,7 +892,12 @@ async fn write_projection(
             "INSERT INTO contract_flags (ledger, state) SELECT * FROM UNNEST($1::bigint[], \
              $2::text[]) ON CONFLICT (ledger) DO UPDATE SET state = excluded.state",
         )
-        .bind(d.flags.iter().map(|f| i64::from(f.ledger)).collect::<Vec<_>>())
+        .bind(
+            d.flags
+                .iter()
+                .map(|f| i64::from(f.ledger))
+                .collect::<Vec<_>>(),
+        )
         .bind(d.flags.iter().map(|f| f.state.clone()).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;

@@ -621,10 +621,11 @@ impl Store for SqliteStore {
     }
 
     async fn stream(&self, id: u64) -> Result<Option<StreamState>, StoreError> {
-        let st: Option<String> = sqlx::query_scalar("SELECT state FROM streams WHERE stream_key = ?")
-            .bind(stream_key(id))
-            .fetch_optional(&self.reader)
-            .await?;
+        let st: Option<String> =
+            sqlx::query_scalar("SELECT state FROM streams WHERE stream_key = ?")
+                .bind(stream_key(id))
+                .fetch_optional(&self.reader)
+                .await?;
         st.as_deref().map(decode_state).transpose()
     }
 
@@ -642,7 +643,8 @@ impl Store for SqliteStore {
 
     async fn list_streams(&self, q: &StreamQuery) -> Result<Vec<StreamState>, StoreError> {
         check_status(q)?;
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT state FROM streams WHERE 1 = 1");
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT state FROM streams WHERE 1 = 1");
         if let Some(s) = &q.status {
             qb.push(" AND status = ").push_bind(s.clone());
         }
@@ -657,10 +659,7 @@ impl Store for SqliteStore {
         }
         qb.push(" ORDER BY stream_key LIMIT ")
             .push_bind(i64::from(q.limit));
-        let rows: Vec<String> = qb
-            .build_query_scalar()
-            .fetch_all(&self.reader)
-            .await?;
+        let rows: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await?;
         rows.iter().map(|s| decode_state(s)).collect()
     }
 
@@ -706,7 +705,11 @@ impl Store for SqliteStore {
             sqlx::query_scalar("SELECT state FROM contract_flags ORDER BY ledger DESC LIMIT 1")
                 .fetch_optional(&self.reader)
                 .await?;
-        Ok(st.as_deref().map(decode_flags).transpose()?.unwrap_or_default())
+        Ok(st
+            .as_deref()
+            .map(decode_flags)
+            .transpose()?
+            .unwrap_or_default())
     }
 
     async fn flag_versions(&self) -> Result<Vec<FlagsVersion>, StoreError> {
@@ -757,9 +760,9 @@ impl Store for SqliteStore {
                     ledger: u32_col(r.try_get(0)?, "stream_entries.ledger")?,
                     tx_order: u32_col(r.try_get(1)?, "stream_entries.tx_order")?,
                     seq: u32_col(r.try_get(2)?, "stream_entries.seq")?,
-                    stream_id: id
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt(format!("stream_entries.stream_id `{id}`")))?,
+                    stream_id: id.parse().map_err(|_| {
+                        StoreError::Corrupt(format!("stream_entries.stream_id `{id}`"))
+                    })?,
                     tx_hash: r.try_get(4)?,
                     value_xdr: r.try_get(5)?,
                 })
