@@ -144,6 +144,7 @@ async fn rollback_bench(backend: &str, store_events: u64, per_ledger: u32) {
                 ledgers: ls,
                 events: evs,
                 cursor,
+                ..Default::default()
             })
             .await
         {

@@ -31,6 +31,7 @@ async fn run(store: &dyn Store, total: u64) -> Result<(u64, Duration), String> {
             }),
             events: events(seq, BATCH, 10_000, 0),
             ledgers: ls,
+            ..Default::default()
         };
         let t = Instant::now();
         let out = store.append(&batch).await.map_err(|e| e.to_string())?;

@@ -77,7 +77,7 @@ pub async fn run_rebuild(store: &dyn Store, dry_run: bool) -> Result<RebuildSumm
     let written = !dry_run;
     if written {
         store
-            .replace_projection(&rebuilt.versions, &rebuilt.flags)
+            .replace_projection(&rebuilt.versions()?, &rebuilt.flags)
             .await?;
     }
     let secs = rebuilt.elapsed.as_secs_f64();
@@ -86,7 +86,7 @@ pub async fn run_rebuild(store: &dyn Store, dry_run: bool) -> Result<RebuildSumm
         events: rebuilt.events,
         entries: rebuilt.entries,
         streams: rebuilt.projector.projection().streams.len(),
-        versions: rebuilt.versions.len(),
+        versions: rebuilt.snapshots.len(),
         skipped: rebuilt.projector.skipped_total(),
         mismatches: rebuilt.projector.projection().mismatches,
         events_per_sec: rate(rebuilt.events, secs),

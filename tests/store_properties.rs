@@ -62,6 +62,7 @@ async fn run_ops(s: &dyn Store, ops: &[Op]) -> Result<(), TestCaseError> {
                     ledgers: ls.clone(),
                     events: evs.clone(),
                     cursor: cursor.clone(),
+                    ..Default::default()
                 };
                 let out = s
                     .append(&b)

@@ -536,7 +536,13 @@ impl Ingestor {
                 return Err(e.into());
             }
         }
-        delta.extend(projector.take_delta());
+        match projector.take_delta() {
+            Ok(d) => delta.extend(d),
+            Err(e) => {
+                *guard = None;
+                return Err(e.into());
+            }
+        }
         let skipped = projector.take_skipped();
         let skipped_total = projector.skipped_total();
         let mismatches = projector.projection().mismatches;

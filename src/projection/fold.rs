@@ -527,114 +527,42 @@ impl Projection {
                 if s.last_withdraw_ledger.get().is_none() {
                     s.last_withdraw_ledger = Fact::Entry(e.last_withdraw_ledger);
                 }
-                let mut cmp = |name: &str, ours: String, theirs: String| {
-                    if ours != theirs {
-                        diffs.push(format!("{name}: folded {ours}, contract {theirs}"));
-                    }
-                };
-                cmp("sender", s.sender.clone(), e.sender.0.clone());
-                cmp("recipient", s.recipient.clone(), e.recipient.0.clone());
-                cmp(
-                    "claim_owner",
-                    format!("{:?}", s.claim_owner),
-                    format!("{:?}", e.claim_owner.as_ref().map(|a| a.0.clone())),
-                );
-                cmp(
-                    "deposit_amount",
-                    s.deposit_amount.to_string(),
-                    e.deposit_amount.0.to_string(),
-                );
-                cmp(
-                    "rate_per_second",
-                    s.rate_per_second.to_string(),
-                    e.rate_per_second.0.to_string(),
-                );
-                cmp(
-                    "start_time",
-                    s.start_time.to_string(),
-                    e.start_time.to_string(),
-                );
-                cmp(
-                    "cliff_time",
-                    s.cliff_time.to_string(),
-                    e.cliff_time.to_string(),
-                );
-                cmp("end_time", s.end_time.to_string(), e.end_time.to_string());
-                cmp(
-                    "withdrawn_amount",
-                    s.withdrawn_amount.to_string(),
-                    e.withdrawn_amount.0.to_string(),
-                );
-                cmp(
-                    "status",
-                    format!("{:?}", s.status),
-                    format!("{:?}", status_of(e.status)),
-                );
-                cmp(
-                    "cancelled_at",
-                    format!("{:?}", s.cancelled_at),
-                    format!("{:?}", e.cancelled_at),
-                );
-                cmp(
-                    "checkpointed_amount",
-                    s.checkpointed_amount.to_string(),
-                    e.checkpointed_amount.0.to_string(),
-                );
-                cmp(
-                    "checkpointed_at",
-                    s.checkpointed_at.to_string(),
-                    e.checkpointed_at.to_string(),
-                );
-                cmp(
-                    "withdraw_dust_threshold",
-                    s.withdraw_dust_threshold.to_string(),
-                    e.withdraw_dust_threshold.0.to_string(),
-                );
-                cmp(
-                    "last_pause_toggle_ledger",
-                    s.last_pause_toggle_ledger.to_string(),
-                    e.last_pause_toggle_ledger.to_string(),
-                );
-                cmp(
-                    "last_rate_change_ledger",
-                    s.last_rate_change_ledger.to_string(),
-                    e.last_rate_change_ledger.to_string(),
-                );
-                cmp(
-                    "last_withdraw_ledger",
-                    format!("{:?}", s.last_withdraw_ledger.get()),
-                    format!("{:?}", Some(e.last_withdraw_ledger)),
-                );
-                cmp(
-                    "paused_at_timestamp",
-                    s.paused_at_timestamp.to_string(),
-                    e.paused_at_timestamp.to_string(),
-                );
-                cmp(
-                    "cumulative_paused_duration",
-                    s.cumulative_paused_duration.to_string(),
-                    e.cumulative_paused_duration.to_string(),
-                );
-                cmp(
-                    "decommissioned",
-                    format!("{:?}", s.decommissioned),
-                    format!("{:?}", e.decommissioned),
-                );
-                cmp(
-                    "is_pooled",
-                    format!("{:?}", s.is_pooled),
-                    format!("{:?}", e.is_pooled),
-                );
-                cmp(
-                    "delegation_depth",
-                    s.delegation_depth.to_string(),
-                    e.delegation_depth.to_string(),
-                );
-                cmp(
-                    "parent_stream_id",
-                    format!("{:?}", s.parent_stream_id),
-                    format!("{:?}", e.parent_stream_id),
-                );
+                // Compared as values; text only for a difference.
+                macro_rules! cmp {
+                    ($($name:ident: $ours:expr, $theirs:expr;)*) => {$(
+                        if $ours != $theirs {
+                            diffs.push(format!(
+                                "{}: folded {:?}, contract {:?}",
+                                stringify!($name), $ours, $theirs
+                            ));
+                        }
+                    )*};
+                }
+                cmp! {
+                    sender: s.sender, e.sender.0;
+                    recipient: s.recipient, e.recipient.0;
+                    claim_owner: s.claim_owner.as_ref(), e.claim_owner.as_ref().map(|a| &a.0);
+                    deposit_amount: s.deposit_amount, e.deposit_amount.0;
+                    rate_per_second: s.rate_per_second, e.rate_per_second.0;
+                    start_time: s.start_time, e.start_time;
+                    cliff_time: s.cliff_time, e.cliff_time;
+                    end_time: s.end_time, e.end_time;
+                    withdrawn_amount: s.withdrawn_amount, e.withdrawn_amount.0;
+                    status: s.status, status_of(e.status);
+                    cancelled_at: s.cancelled_at, e.cancelled_at;
+                    checkpointed_amount: s.checkpointed_amount, e.checkpointed_amount.0;
+                    checkpointed_at: s.checkpointed_at, e.checkpointed_at;
+                    withdraw_dust_threshold: s.withdraw_dust_threshold, e.withdraw_dust_threshold.0;
+                    last_pause_toggle_ledger: s.last_pause_toggle_ledger, e.last_pause_toggle_ledger;
+                    last_rate_change_ledger: s.last_rate_change_ledger, e.last_rate_change_ledger;
+                    last_withdraw_ledger: s.last_withdraw_ledger.get(), Some(e.last_withdraw_ledger);
+                    paused_at_timestamp: s.paused_at_timestamp, e.paused_at_timestamp;
+                    cumulative_paused_duration: s.cumulative_paused_duration, e.cumulative_paused_duration;
+                    decommissioned: s.decommissioned, e.decommissioned;
+                    is_pooled: s.is_pooled, e.is_pooled;
+                    delegation_depth: s.delegation_depth, e.delegation_depth;
+                    parent_stream_id: s.parent_stream_id, e.parent_stream_id;
+                }
             }
         }
         s.verification.checked_ledger = Some(ledger);

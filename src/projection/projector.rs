@@ -22,6 +22,8 @@ pub struct Projector {
     touched: BTreeSet<u64>,
     flags_before: Option<super::ContractFlags>,
     delta: ProjectionDelta,
+    /// The state of each stream after each ledger that changed it (rows are encoded on take).
+    snapshots: Vec<(u32, super::StreamState)>,
     /// Skip messages not yet taken by [`Projector::take_skipped`].
     skipped: Vec<String>,
     skipped_total: u64,
@@ -103,7 +105,7 @@ impl Projector {
         };
         for id in std::mem::take(&mut self.touched) {
             if let Some(s) = self.projection.streams.get(&id) {
-                self.delta.versions.push(StreamVersion::of(s, ledger)?);
+                self.snapshots.push((ledger, s.clone()));
             }
         }
         if let Some(before) = self.flags_before.take() {
@@ -164,9 +166,21 @@ impl Projector {
         self.end_ledger()
     }
 
-    /// The rows produced since the last call.
-    pub fn take_delta(&mut self) -> ProjectionDelta {
-        std::mem::take(&mut self.delta)
+    /// The rows produced since the last call, encoded for the store.
+    pub fn take_delta(&mut self) -> Result<ProjectionDelta, StoreError> {
+        let mut d = std::mem::take(&mut self.delta);
+        d.versions = std::mem::take(&mut self.snapshots)
+            .iter()
+            .map(|(ledger, s)| StreamVersion::of(s, *ledger))
+            .collect::<Result<_, _>>()?;
+        Ok(d)
+    }
+
+    /// The stream snapshots `(ledger, state)` and flag versions produced since the last call,
+    /// not encoded (storage entries produced meanwhile are dropped: they are already stored).
+    pub fn take_snapshots(&mut self) -> (Vec<(u32, super::StreamState)>, Vec<FlagsVersion>) {
+        let d = std::mem::take(&mut self.delta);
+        (std::mem::take(&mut self.snapshots), d.flags)
     }
 
     /// Events or entries the fold could not apply since the last call (each names why).

@@ -10,12 +10,14 @@ use stellar_xdr::ScVal;
 
 use crate::chain::meta::{decode_b64, XdrLimits};
 use crate::contract::{ContractEvent, StreamEntry};
-use crate::store::{FlagsVersion, Store, StoreError, StreamVersion};
+use crate::store::{FlagsVersion, FoldInput, Store, StoreError, StreamVersion};
 
 use super::projector::Projector;
 
-/// Ledgers read per round trip.
-const LEDGER_CHUNK: u32 = 2_000;
+/// Events aimed at per read (the ledger range of each read adapts to the events' density).
+const EVENTS_PER_CHUNK: u64 = 16_000;
+/// Largest ledger range of one read.
+const MAX_CHUNK: u32 = 10_000;
 /// Differences listed in full (all are counted).
 const MAX_LISTED: usize = 50;
 
@@ -38,7 +40,8 @@ pub enum RebuildError {
 #[derive(Debug, Default)]
 pub struct Rebuilt {
     pub projector: Projector,
-    pub versions: Vec<StreamVersion>,
+    /// `(ledger, state)` of each stream after each ledger that changed it, in ledger order.
+    pub snapshots: Vec<(u32, super::StreamState)>,
     pub flags: Vec<FlagsVersion>,
     pub events: u64,
     pub entries: u64,
@@ -53,146 +56,205 @@ fn scval(b64: &str, what: &'static str, loc: &str) -> Result<ScVal, String> {
     decode_b64::<ScVal>(what, loc, b64, XdrLimits::default()).map_err(|e| e.to_string())
 }
 
-/// Decodes a stored event's raw XDR again (the raw XDR is the source of truth).
-pub fn decode_stored(e: &crate::store::StoredEvent) -> Result<ContractEvent, String> {
-    let topics = e
-        .event
-        .topic_xdr
-        .iter()
-        .map(|t| scval(t, "event topic", &e.event.event_id))
-        .collect::<Result<Vec<_>, _>>()?;
-    let data = scval(&e.event.data_xdr, "event data", &e.event.event_id)?;
-    Ok(ContractEvent::decode(&topics, &data))
+type Chunk = (
+    Vec<crate::store::LedgerRecord>,
+    Vec<FoldInput>,
+    Vec<crate::store::StreamEntryRecord>,
+);
+
+async fn fetch(store: &dyn Store, from: u32, to: u32) -> Result<Chunk, StoreError> {
+    tokio::try_join!(
+        store.ledgers(from, to),
+        store.fold_inputs(from, to),
+        store.stream_entries(from, to)
+    )
 }
 
-/// Folds every stored ledger from the start.
+/// Folds every stored ledger from the start. Ranges of ledgers sized for about
+/// [`EVENTS_PER_CHUNK`] events are read two at a time (two reader connections) while the
+/// previous range is decoded and folded.
 pub async fn rebuild(store: &dyn Store, progress: Progress<'_>) -> Result<Rebuilt, RebuildError> {
+    use futures::StreamExt;
+
     let started = Instant::now();
     let mut out = Rebuilt::default();
     let (Some(first), Some(tip)) = (store.first_ledger().await?, store.tip().await?) else {
         return Ok(out);
     };
     let total = u64::from(tip.sequence - first) + 1;
-    let mut p = Projector::default();
+    let per_ledger = (store.event_count().await? / total).max(1);
+    let len = (EVENTS_PER_CHUNK / per_ledger).clamp(1, u64::from(MAX_CHUNK)) as u32;
+    let mut ranges = Vec::new();
     let mut from = first;
     loop {
-        let to = from.saturating_add(LEDGER_CHUNK - 1).min(tip.sequence);
-        let (ledgers, events, entries) = tokio::try_join!(
-            store.ledgers(from, to),
-            store.events_in_ledgers(from, to),
-            store.stream_entries(from, to)
-        )?;
-        let close: HashMap<u32, u64> = ledgers
-            .iter()
-            .map(|l| (l.sequence, u64::try_from(l.close_time).unwrap_or(0)))
-            .collect();
-        out.events += events.len() as u64;
-        out.entries += entries.len() as u64;
-        // Decode in parallel on every core; fold in order.
-        let decoded = decode_all(&events).await?;
-        let mut ei = events.iter().zip(decoded).peekable();
-        let mut ni = entries.iter().peekable();
-        loop {
-            // The next (ledger, tx order) with an event or an entry.
-            let next_ev = ei.peek().map(|(e, _)| (e.event.ledger, e.event.tx_order));
-            let next_en = ni.peek().map(|n| (n.ledger, n.tx_order));
-            let Some(key) = [next_ev, next_en].into_iter().flatten().min() else {
-                break;
-            };
-            let (ledger, tx_order) = key;
-            let Some(&ct) = close.get(&ledger) else {
-                let event_id = ei
-                    .peek()
-                    .map(|(e, _)| e.event.event_id.clone())
-                    .unwrap_or_default();
-                return Err(RebuildError::MissingLedger { event_id, ledger });
-            };
-            if p.current_ledger() != Some(ledger) {
-                p.begin_ledger(ledger, ct)?;
-            }
-            while let Some((e, ev)) = ei.next_if(|(e, _)| (e.event.ledger, e.event.tx_order) == key)
-            {
-                p.apply(&e.event.tx_hash, e.event.function.as_deref(), &ev);
-            }
-            while let Some(n) = ni.next_if(|n| (n.ledger, n.tx_order) == key) {
-                match &n.value_xdr {
-                    None => p.observe(n.stream_id, None),
-                    Some(x) => {
-                        let loc = format!("ledger {} tx {}", n.ledger, tx_order);
-                        // An entry live ingestion could not read is skipped here too.
-                        if let Ok(entry) =
-                            scval(x, "Stream entry", &loc).and_then(|v| StreamEntry::from_scval(&v))
-                        {
-                            p.observe(n.stream_id, Some(&entry));
-                        }
-                    }
-                }
-            }
-        }
-        p.end_ledger()?;
-        let d = p.take_delta();
-        out.versions.extend(d.versions);
-        out.flags.extend(d.flags);
-        out.ledgers += u64::from(to - from) + 1;
-        progress(out.ledgers, total);
+        let to = from.saturating_add(len - 1).min(tip.sequence);
+        ranges.push((from, to));
         if to >= tip.sequence {
             break;
         }
         from = to + 1;
     }
-    out.projector = p;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(u32, u32, Chunk), StoreError>>(2);
+    let producer = async move {
+        let mut chunks = futures::stream::iter(ranges)
+            .map(|(f, t)| async move { fetch(store, f, t).await.map(|c| (f, t, c)) })
+            .buffered(2);
+        while let Some(c) = chunks.next().await {
+            let failed = c.is_err();
+            if tx.send(c).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let consumer = async {
+        let mut p = Projector::default();
+        while let Some(c) = rx.recv().await {
+            let (from, to, chunk) = c?;
+            out.events += chunk.1.len() as u64;
+            out.entries += chunk.2.len() as u64;
+            let (p2, r) = tokio::task::spawn_blocking(move || {
+                let r = fold_chunk(&mut p, &chunk);
+                (p, r)
+            })
+            .await
+            .map_err(|e| RebuildError::BadEvent {
+                event_id: String::new(),
+                position: 0,
+                reason: format!("fold task failed: {e}"),
+            })?;
+            p = p2;
+            let (snaps, flags) = r?;
+            out.snapshots.extend(snaps);
+            out.flags.extend(flags);
+            out.ledgers += u64::from(to - from) + 1;
+            progress(out.ledgers, total);
+        }
+        out.projector = p;
+        Ok::<_, RebuildError>(())
+    };
+    let ((), r) = tokio::join!(producer, consumer);
+    r?;
     out.elapsed = started.elapsed();
     Ok(out)
 }
 
-async fn decode_all(
-    events: &[crate::store::StoredEvent],
-) -> Result<Vec<ContractEvent>, RebuildError> {
-    let bad = |e: &crate::store::StoredEvent, reason: String| RebuildError::BadEvent {
-        event_id: e.event.event_id.clone(),
-        position: e.position,
-        reason,
-    };
+/// Decodes (on every core) and folds one chunk of ledgers; returns the rows it produced.
+fn fold_chunk(p: &mut Projector, chunk: &Chunk) -> Result<Snapshots, RebuildError> {
+    let (ledgers, events, entries) = chunk;
+    let close: HashMap<u32, u64> = ledgers
+        .iter()
+        .map(|l| (l.sequence, u64::try_from(l.close_time).unwrap_or(0)))
+        .collect();
+    let decoded = decode_all(events)?;
+    let decoded_entries = decode_entries(entries);
+    let mut ei = events.iter().zip(decoded).peekable();
+    let mut ni = entries.iter().zip(decoded_entries).peekable();
+    loop {
+        // The next (ledger, tx order) with an event or an entry.
+        let next_ev = ei.peek().map(|(e, _)| (e.ledger, e.tx_order));
+        let next_en = ni.peek().map(|(n, _)| (n.ledger, n.tx_order));
+        let Some(key) = [next_ev, next_en].into_iter().flatten().min() else {
+            break;
+        };
+        let ledger = key.0;
+        let Some(&ct) = close.get(&ledger) else {
+            let event_id = ei
+                .peek()
+                .map(|(e, _)| e.event_id.clone())
+                .unwrap_or_default();
+            return Err(RebuildError::MissingLedger { event_id, ledger });
+        };
+        if p.current_ledger() != Some(ledger) {
+            p.begin_ledger(ledger, ct)?;
+        }
+        while let Some((e, ev)) = ei.next_if(|(e, _)| (e.ledger, e.tx_order) == key) {
+            p.apply(&e.tx_hash, e.function.as_deref(), &ev);
+        }
+        while let Some((n, entry)) = ni.next_if(|(n, _)| (n.ledger, n.tx_order) == key) {
+            match (&n.value_xdr, entry) {
+                (None, _) => p.observe(n.stream_id, None),
+                (Some(_), Some(entry)) => p.observe(n.stream_id, Some(&entry)),
+                (Some(_), None) => {}
+            }
+        }
+    }
+    p.end_ledger()?;
+    Ok(p.take_snapshots())
+}
+
+type Snapshots = (Vec<(u32, super::StreamState)>, Vec<FlagsVersion>);
+
+impl Rebuilt {
+    /// The rebuilt rows as the store keeps them.
+    pub fn versions(&self) -> Result<Vec<StreamVersion>, StoreError> {
+        self.snapshots
+            .iter()
+            .map(|(l, s)| StreamVersion::of(s, *l))
+            .collect()
+    }
+}
+
+/// Maps `f` over `items` on every core (scoped threads), keeping order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 8);
-    if events.len() < 2_000 || workers == 1 {
-        return events
-            .iter()
-            .map(|e| decode_stored(e).map_err(|r| bad(e, r)))
-            .collect();
+    if items.len() < 512 || workers == 1 {
+        return items.iter().map(&f).collect();
     }
-    let chunk = events.len().div_ceil(workers);
-    let results: Vec<Result<Vec<ContractEvent>, (usize, String)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = events
+    let chunk = items.len().div_ceil(workers);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .enumerate()
-            .map(|(ci, part)| {
-                s.spawn(move || {
-                    part.iter()
-                        .enumerate()
-                        .map(|(i, e)| decode_stored(e).map_err(|r| (ci * chunk + i, r)))
-                        .collect()
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err((0, "decoder thread panicked".to_string())))
-            })
-            .collect()
-    });
-    let mut out = Vec::with_capacity(events.len());
-    for r in results {
-        match r {
-            Ok(v) => out.extend(v),
-            Err((i, reason)) => return Err(bad(&events[i.min(events.len() - 1)], reason)),
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                // A panicking decoder is a bug; re-raise it here rather than lose items.
+                Err(p) => std::panic::resume_unwind(p),
+            }
         }
-    }
-    Ok(out)
+        out
+    })
+}
+
+fn decode_all(events: &[FoldInput]) -> Result<Vec<ContractEvent>, RebuildError> {
+    par_map(events, |e| {
+        decode_input(e).map_err(|reason| RebuildError::BadEvent {
+            event_id: e.event_id.clone(),
+            position: e.position,
+            reason,
+        })
+    })
+    .into_iter()
+    .collect()
+}
+
+/// Decodes stored storage entries; `None` for a removal or an entry live ingestion could not
+/// read either (skipped there too).
+fn decode_entries(entries: &[crate::store::StreamEntryRecord]) -> Vec<Option<StreamEntry>> {
+    par_map(entries, |n| {
+        let x = n.value_xdr.as_deref()?;
+        let loc = format!("ledger {} tx {}", n.ledger, n.tx_order);
+        scval(x, "Stream entry", &loc)
+            .and_then(|v| StreamEntry::from_scval(&v))
+            .ok()
+    })
+}
+
+/// Decodes a stored event's raw XDR again (the raw XDR is the source of truth).
+pub fn decode_input(e: &FoldInput) -> Result<ContractEvent, String> {
+    let topics = e
+        .topic_xdr
+        .iter()
+        .map(|t| scval(t, "event topic", &e.event_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = scval(&e.data_xdr, "event data", &e.event_id)?;
+    Ok(ContractEvent::decode(&topics, &data))
 }
 
 /// Differences between the stored projection and a rebuild.
@@ -242,9 +304,9 @@ fn field_diff(a: &str, b: &str) -> String {
 /// Compares the stored projection (versions, current rows, flags) with a rebuild.
 pub async fn compare(store: &dyn Store, rebuilt: &Rebuilt) -> Result<Comparison, StoreError> {
     let mut c = Comparison::default();
-    let mut want: BTreeMap<(u64, u32), &StreamVersion> = BTreeMap::new();
-    for v in &rebuilt.versions {
-        want.insert((v.stream_id, v.ledger), v);
+    let mut want: BTreeMap<(u64, u32), &super::StreamState> = BTreeMap::new();
+    for (l, s) in &rebuilt.snapshots {
+        want.insert((s.stream_id, *l), s);
     }
     c.rebuilt_versions = want.len() as u64;
     let mut after = None;
@@ -259,27 +321,31 @@ pub async fn compare(store: &dyn Store, rebuilt: &Rebuilt) -> Result<Comparison,
                     "stream {} ledger {}: stored version has no rebuilt counterpart",
                     v.stream_id, v.ledger
                 )),
-                Some(w) if w != v => c.push(format!(
-                    "stream {} ledger {}: {}",
-                    v.stream_id,
-                    v.ledger,
-                    if w.state != v.state {
-                        field_diff(&v.state, &w.state)
-                    } else {
-                        format!(
-                            "row columns differ (stored {}/{}/{}/{}, rebuilt {}/{}/{}/{})",
-                            v.sender,
-                            v.recipient,
-                            v.status,
-                            v.verified,
-                            w.sender,
-                            w.recipient,
-                            w.status,
-                            w.verified
-                        )
+                Some(w) => {
+                    let w = StreamVersion::of(w, v.ledger)?;
+                    if w != *v {
+                        c.push(format!(
+                            "stream {} ledger {}: {}",
+                            v.stream_id,
+                            v.ledger,
+                            if w.state != v.state {
+                                field_diff(&v.state, &w.state)
+                            } else {
+                                format!(
+                                    "row columns differ (stored {}/{}/{}/{}, rebuilt {}/{}/{}/{})",
+                                    v.sender,
+                                    v.recipient,
+                                    v.status,
+                                    v.verified,
+                                    w.sender,
+                                    w.recipient,
+                                    w.status,
+                                    w.verified
+                                )
+                            }
+                        ));
                     }
-                )),
-                Some(_) => {}
+                }
             }
         }
     }

@@ -208,6 +208,47 @@ impl ProjectionDelta {
     }
 }
 
+/// A stored event as the fold reads it again: its place and raw XDR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoldInput {
+    pub position: Position,
+    pub event_id: String,
+    pub ledger: u32,
+    pub tx_order: u32,
+    pub tx_hash: String,
+    pub function: Option<String>,
+    /// Base64 XDR of each topic.
+    pub topic_xdr: Vec<String>,
+    pub data_xdr: String,
+}
+
+pub(crate) const FOLD_COLUMNS: &str =
+    "position, event_id, ledger, tx_order, tx_hash, function, topic_xdr, data_xdr";
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fold_input(
+    position: i64,
+    event_id: String,
+    ledger: i64,
+    tx_order: i64,
+    tx_hash: String,
+    function: Option<String>,
+    topic_xdr: &str,
+    data_xdr: String,
+) -> Result<FoldInput, StoreError> {
+    let bad = |what: &str| StoreError::Corrupt(format!("event {event_id}: {what}"));
+    Ok(FoldInput {
+        position,
+        ledger: u32::try_from(ledger).map_err(|_| bad("ledger"))?,
+        tx_order: u32::try_from(tx_order).map_err(|_| bad("tx_order"))?,
+        topic_xdr: serde_json::from_str(topic_xdr).map_err(|_| bad("topic_xdr"))?,
+        event_id,
+        tx_hash,
+        function,
+        data_xdr,
+    })
+}
+
 /// A page of streams, ordered by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamQuery {
@@ -390,6 +431,9 @@ pub trait Store: Send + Sync {
     async fn flag_versions(&self) -> Result<Vec<FlagsVersion>, StoreError>;
     /// Events of ledgers `from..=to`, in position order.
     async fn events_in_ledgers(&self, from: u32, to: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// What the fold needs of the events of ledgers `from..=to` (raw XDR, no decoded JSON), in
+    /// position order: the input of `rebuild`.
+    async fn fold_inputs(&self, from: u32, to: u32) -> Result<Vec<FoldInput>, StoreError>;
     /// Storage entries of ledgers `from..=to`, in (ledger, tx order, seq) order.
     async fn stream_entries(
         &self,
@@ -659,6 +703,37 @@ pub(crate) fn ledgers_to_insert<'a>(
     Ok(out)
 }
 
+/// The last version of each stream in `versions` (which are in ledger order).
+pub(crate) fn latest_versions(versions: &[StreamVersion]) -> Vec<&StreamVersion> {
+    let mut last: BTreeMap<u64, &StreamVersion> = BTreeMap::new();
+    for v in versions {
+        match last.get(&v.stream_id) {
+            Some(p) if p.ledger > v.ledger => {}
+            _ => {
+                last.insert(v.stream_id, v);
+            }
+        }
+    }
+    last.into_values().collect()
+}
+
+pub(crate) const VERSION_COLUMNS: &str =
+    "stream_key, ledger, sender, recipient, status, verified, state";
+
+/// `ON CONFLICT` clause shared by both dialects for version-shaped rows.
+pub(crate) const VERSION_UPSERT: &str = "DO UPDATE SET ledger = excluded.ledger, \
+     sender = excluded.sender, recipient = excluded.recipient, status = excluded.status, \
+     verified = excluded.verified, state = excluded.state";
+
+pub(crate) fn check_status(q: &StreamQuery) -> Result<(), StoreError> {
+    match &q.status {
+        Some(s) if !STREAM_STATUSES.contains(&s.as_str()) => Err(StoreError::InvalidBatch(
+            format!("status `{s}` is not one of {}", STREAM_STATUSES.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,36 +779,5 @@ mod tests {
             ..Default::default()
         };
         assert!(validate_batch(&b).unwrap_err().to_string().contains("hex"));
-    }
-}
-
-/// The last version of each stream in `versions` (which are in ledger order).
-pub(crate) fn latest_versions(versions: &[StreamVersion]) -> Vec<&StreamVersion> {
-    let mut last: BTreeMap<u64, &StreamVersion> = BTreeMap::new();
-    for v in versions {
-        match last.get(&v.stream_id) {
-            Some(p) if p.ledger > v.ledger => {}
-            _ => {
-                last.insert(v.stream_id, v);
-            }
-        }
-    }
-    last.into_values().collect()
-}
-
-pub(crate) const VERSION_COLUMNS: &str =
-    "stream_key, ledger, sender, recipient, status, verified, state";
-
-/// `ON CONFLICT` clause shared by both dialects for version-shaped rows.
-pub(crate) const VERSION_UPSERT: &str = "DO UPDATE SET ledger = excluded.ledger, \
-     sender = excluded.sender, recipient = excluded.recipient, status = excluded.status, \
-     verified = excluded.verified, state = excluded.state";
-
-pub(crate) fn check_status(q: &StreamQuery) -> Result<(), StoreError> {
-    match &q.status {
-        Some(s) if !STREAM_STATUSES.contains(&s.as_str()) => Err(StoreError::InvalidBatch(
-            format!("status `{s}` is not one of {}", STREAM_STATUSES.join(", ")),
-        )),
-        _ => Ok(()),
     }
 }

@@ -765,6 +765,31 @@ impl Store for PgStore {
         .collect()
     }
 
+    async fn fold_inputs(&self, from: u32, to: u32) -> Result<Vec<FoldInput>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FOLD_COLUMNS} FROM events WHERE ledger BETWEEN $1 AND $2 \
+             ORDER BY ledger, position"
+        ))
+        .bind(i64::from(from))
+        .bind(i64::from(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r: &PgRow| {
+                fold_input(
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                    r.try_get::<&str, _>(6)?,
+                    r.try_get(7)?,
+                )
+            })
+            .collect()
+    }
+
     async fn stream_entries(
         &self,
         from: u32,

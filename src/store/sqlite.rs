@@ -66,7 +66,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(4)
-                .connect_with(opts.read_only(false))
+                .connect_with(opts.read_only(false).row_buffer_size(1024))
                 .await
                 .map_err(open_err)?
         };
@@ -738,6 +738,31 @@ impl Store for SqliteStore {
         .iter()
         .map(event_row)
         .collect()
+    }
+
+    async fn fold_inputs(&self, from: u32, to: u32) -> Result<Vec<FoldInput>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FOLD_COLUMNS} FROM events WHERE ledger BETWEEN ? AND ? \
+             ORDER BY ledger, position"
+        ))
+        .bind(i64::from(from))
+        .bind(i64::from(to))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r: &SqliteRow| {
+                fold_input(
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                    r.try_get::<&str, _>(6)?,
+                    r.try_get(7)?,
+                )
+            })
+            .collect()
     }
 
     async fn stream_entries(
