@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, NOTIFY_COMMITS, NOTIFY_ROLLBACKS};
 pub use sqlite::SqliteStore;
 
 use crate::config::DatabaseUrl;

@@ -14,6 +14,12 @@ use super::*;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Advisory lock key every writer takes ("Flux" in ASCII).
+/// `LISTEN` channel: a batch committed; payload JSON `{"ledger","first_position","last_position"}`.
+pub const NOTIFY_COMMITS: &str = "fluxora_commits";
+/// `LISTEN` channel: a rollback committed; payload JSON
+/// `{"fork_ledger","epoch","streams":[ids],"first_removed_position"}`.
+pub const NOTIFY_ROLLBACKS: &str = "fluxora_rollbacks";
+
 pub const WRITER_LOCK: i64 = 0x466c_7578;
 
 /// The PostgreSQL store.
@@ -317,6 +323,17 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        // Other processes (API-only hubs, dispatchers) learn of the commit; delivered on commit.
+        let payload = serde_json::json!({
+            "ledger": batch.cursor.as_ref().map(|c| c.ledger),
+            "first_position": (n > 0).then_some(last_pos + 1),
+            "last_position": (n > 0).then_some(last_pos + n as i64),
+        });
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_COMMITS)
+            .bind(payload.to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(AppendOutcome {
             appended: n,
@@ -458,6 +475,17 @@ impl Store for PgStore {
             .fetch_one(&mut *tx)
             .await?;
             reorg_id = Some(id);
+            let payload = serde_json::json!({
+                "fork_ledger": req.fork_ledger,
+                "epoch": epoch,
+                "streams": &streams,
+                "first_removed_position": first,
+            });
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_ROLLBACKS)
+                .bind(payload.to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(RollbackReport {
