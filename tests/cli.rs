@@ -1,4 +1,5 @@
-//! Black-box tests of the `fluxora` binary: configuration validation and `migrate`.
+//! Black-box tests of the `fluxora` binary: configuration validation, `migrate`, `demo`, and the
+//! operator commands `verify`, `rebuild` and `stream`.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -224,4 +225,106 @@ fn demo_indexes_the_simulated_network_through_forks_and_exits_when_asked() {
         "rollbacks are logged with their cause"
     );
     assert!(dir.path().join("fluxora-demo.db").exists());
+
+    // The projection the live path wrote through those reorgs equals a rebuild.
+    let db = "sqlite://fluxora-demo.db";
+    let verify = || {
+        fluxora(dir.path())
+            .args(["--database-url", db, "verify"])
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], true, "{stdout}");
+    assert_eq!(report["chain"]["ledgers"], 120);
+    assert!(report["projection"]["versions"].as_u64().unwrap() > 0);
+    assert_eq!(report["projection"]["comparison"]["differences"], 0);
+
+    // Time travel: a stream created after the first ledger, as of its creating ledger and the
+    // one before; a ledger that is not stored is named with the stored range.
+    let show = |args: &[&str]| {
+        let mut a = vec!["--database-url", db, "stream"];
+        a.extend_from_slice(args);
+        fluxora(dir.path()).args(a).output().unwrap()
+    };
+    let (id, created) = (0..200u64)
+        .find_map(|id| {
+            let out = show(&[&id.to_string()]);
+            let v: serde_json::Value = serde_json::from_str(&text(&out).0).ok()?;
+            assert!(v["stream"]["depositAmount"].is_string());
+            let created = v["stream"]["createdLedger"].as_u64()?;
+            (created > 1_000).then_some((id.to_string(), created))
+        })
+        .expect("a stream created after the first ledger");
+    let out = show(&[&id, "--ledger", &created.to_string()]);
+    let v: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(v["stream"]["id"], id.as_str());
+    assert_eq!(v["stream"]["createdLedger"].as_u64(), Some(created));
+    assert!(v["stream"]["updatedLedger"].as_u64() <= Some(created));
+    let out = show(&[&id, "--ledger", &(created - 1).to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("did not exist as of ledger"),
+        "{}",
+        text(&out).1
+    );
+    let out = show(&[&id, "--ledger", "999"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out)
+            .1
+            .contains("ledger 999 is not stored (the store holds ledgers 1000..=1119)"),
+        "{}",
+        text(&out).1
+    );
+    let out = fluxora(dir.path())
+        .args(["--database-url", db, "stream", "987654321"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out)
+        .1
+        .contains("stream 987654321 is not in the store"));
+
+    // A tampered projection row is found, named, and repaired by rebuild.
+    tamper(&dir.path().join("fluxora-demo.db"));
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("withdrawn_amount: stored"), "{stdout}");
+    assert!(stderr.contains("1 projection difference"), "{stderr}");
+    let out = fluxora(dir.path())
+        .args(["--database-url", db, "rebuild"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    let summary: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(summary["comparison"]["differences"], 1);
+    assert_eq!(summary["written"], true);
+    assert!(verify().status.success());
+}
+
+/// Changes one stored stream row behind the indexer's back.
+fn tamper(path: &Path) {
+    let conn = format!("sqlite://{}", path.display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&conn).await.unwrap();
+        let (key, state): (String, String) =
+            sqlx::query_as("SELECT stream_key, state FROM streams ORDER BY stream_key LIMIT 1")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&state).unwrap();
+        v["withdrawn_amount"] = serde_json::Value::String("123".into());
+        sqlx::query("UPDATE streams SET state = ? WHERE stream_key = ?")
+            .bind(v.to_string())
+            .bind(key)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
 }
