@@ -225,6 +225,39 @@ pub struct FoldInput {
 pub(crate) const FOLD_COLUMNS: &str =
     "position, event_id, ledger, tx_order, tx_hash, function, topic_xdr, data_xdr";
 
+/// Parses `position|tx_order|event_id|tx_hash|function|topic_xdr|data_xdr` (none of the fields
+/// can hold `|`: digits, hex, a symbol, base64 and a JSON array of base64).
+pub(crate) fn parse_fold_line(ledger: i64, line: &str) -> Result<FoldInput, StoreError> {
+    let bad = || StoreError::Corrupt(format!("ledger {ledger}: unreadable event line `{line}`"));
+    let mut f = line.splitn(7, '|');
+    let mut next = || f.next().ok_or_else(bad);
+    let position: i64 = next()?.parse().map_err(|_| bad())?;
+    let tx_order: i64 = next()?.parse().map_err(|_| bad())?;
+    let event_id = next()?.to_string();
+    let tx_hash = next()?.to_string();
+    let function = Some(next()?).filter(|s| !s.is_empty()).map(str::to_string);
+    let topic_xdr = next()?;
+    let data_xdr = next()?.to_string();
+    fold_input(
+        position, event_id, ledger, tx_order, tx_hash, function, topic_xdr, data_xdr,
+    )
+}
+
+/// Parses `tx_order|seq|stream_id|tx_hash|value_xdr` (an empty value: removed).
+pub(crate) fn parse_entry_line(ledger: i64, line: &str) -> Result<StreamEntryRecord, StoreError> {
+    let bad = || StoreError::Corrupt(format!("ledger {ledger}: unreadable entry line `{line}`"));
+    let mut f = line.splitn(5, '|');
+    let mut next = || f.next().ok_or_else(bad);
+    Ok(StreamEntryRecord {
+        ledger: u32::try_from(ledger).map_err(|_| bad())?,
+        tx_order: next()?.parse().map_err(|_| bad())?,
+        seq: next()?.parse().map_err(|_| bad())?,
+        stream_id: next()?.parse().map_err(|_| bad())?,
+        tx_hash: next()?.to_string(),
+        value_xdr: Some(next()?).filter(|v| !v.is_empty()).map(str::to_string),
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fold_input(
     position: i64,
