@@ -6,19 +6,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use std::sync::atomic::AtomicUsize;
+
 use tokio::sync::watch;
+
+use crate::api::{self, ApiContext};
+use crate::config::HttpSettings;
+use crate::projection::view::ViewOptions;
 
 use crate::chain::horizon::HorizonSource;
 use crate::chain::http::HttpPolicy;
 use crate::chain::rpc::RpcSource;
 use crate::chain::{ContractFilter, LedgerSource};
 use crate::config::{DatabaseUrl, Settings, SourceKind};
-use crate::ingest::{IndexerState, IndexerStatus, IngestConfig, Ingestor};
+use crate::ingest::{IndexerState, IndexerStatus, IngestConfig, IngestError, Ingestor};
 use crate::store::Store;
 
 /// Errors of the long-running commands.
@@ -41,54 +42,43 @@ pub enum AppError {
     Invalid(String),
 }
 
-#[derive(Clone)]
-struct HealthState {
-    status: watch::Receiver<IndexerStatus>,
+/// The API context both commands serve.
+fn api_context(
     store: Arc<dyn Store>,
-    source: Arc<dyn LedgerSource>,
+    status: watch::Receiver<IndexerStatus>,
+    source: Option<Arc<dyn LedgerSource>>,
+    view: ViewOptions,
+    network: Option<String>,
+    http: HttpSettings,
+    shutdown: watch::Receiver<bool>,
+) -> ApiContext {
+    ApiContext {
+        store,
+        status,
+        source,
+        view,
+        network,
+        http,
+        ws_connections: Arc::new(AtomicUsize::new(0)),
+        shutdown,
+    }
 }
 
-async fn health(State(h): State<HealthState>) -> Response {
-    let status = h.status.borrow().clone();
-    let db_ok = h.store.ping().await.is_ok();
-    let halted = matches!(status.state, IndexerState::Halted { .. });
-    let body = serde_json::json!({
-        "status": if db_ok && !halted && status.state == IndexerState::Healthy { "ok" } else { "degraded" },
-        "service": "fluxora",
-        "indexer": status,
-        "lastSafeLedger": status.last_safe_ledger,
-        "reorgDetected": status.reorgs > 0,
-        "source": h.source.health(),
-        "database": { "backend": h.store.backend(), "ok": db_ok },
-    });
-    let code = if halted || !db_ok {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (code, Json(body)).into_response()
-}
-
-async fn serve_health(
-    addr: SocketAddr,
-    h: HealthState,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AppError> {
-    let listener = tokio::net::TcpListener::bind(addr)
+async fn start_api(addr: SocketAddr, ctx: ApiContext) -> Result<api::Server, AppError> {
+    let shutdown = ctx.shutdown.clone();
+    api::serve(addr, api::router(ctx), shutdown)
         .await
-        .map_err(|source| AppError::Listen { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| AppError::Listen { addr, source })?;
-    let app = Router::new().route("/health", get(health)).with_state(h);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await;
-    });
-    Ok((local, task))
+        .map_err(|source| AppError::Listen { addr, source })
+}
+
+/// Waits for the HTTP server to finish its in-flight requests (bounded).
+async fn stop_api(server: api::Server) {
+    match tokio::time::timeout(Duration::from_secs(15), server.task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Err(_) => tracing::warn!("HTTP server did not finish in-flight requests within 15 s"),
+    }
 }
 
 /// On a terminal: a progress bar over the ledgers to catch up (ledgers/s, ETA) with the live
@@ -187,9 +177,38 @@ pub fn spawn_signal_handler(stop: watch::Sender<bool>) {
     });
 }
 
-/// `fluxora serve`: ingest the configured network into the store, with `/health`.
-pub async fn serve(settings: Settings) -> Result<(), AppError> {
+/// `fluxora serve`: the API, and (unless `ingest` is false) ingestion of the configured network
+/// into the store, following the tip.
+pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
     let store: Arc<dyn Store> = Arc::from(crate::store::open(&settings.database_url).await?);
+    let view = ViewOptions {
+        decimals: settings.token_decimals,
+        contract_id: settings
+            .contract_id
+            .as_ref()
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_default(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    spawn_signal_handler(stop_tx.clone());
+    if !ingest {
+        let (_status_tx, status_rx) = watch::channel(IndexerStatus::new());
+        let ctx = api_context(
+            store.clone(),
+            status_rx,
+            None,
+            view,
+            settings.network_passphrase.clone(),
+            settings.http.clone(),
+            stop_rx.clone(),
+        );
+        let server = start_api(settings.listen_addr, ctx).await?;
+        tracing::info!(addr = %server.addr, "serving the API only (no ingestion)");
+        let mut stop = stop_rx;
+        let _ = stop.wait_for(|s| *s).await;
+        stop_api(server).await;
+        return Ok(());
+    }
     let contract = settings
         .contract_id
         .as_ref()
@@ -231,26 +250,32 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
             start_ledger: settings.start_ledger,
             finality_depth: settings.finality_depth,
             batch_ledgers: settings.ingest_batch_ledgers,
-            network_passphrase: passphrase,
+            network_passphrase: passphrase.clone(),
             ..Default::default()
         },
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    spawn_signal_handler(stop_tx);
-    let (addr, http) = serve_health(
-        settings.listen_addr,
-        HealthState {
-            status: ingestor.status(),
-            store: store.clone(),
-            source: source.clone(),
-        },
+    let ctx = api_context(
+        store.clone(),
+        ingestor.status(),
+        Some(source.clone()),
+        view,
+        Some(passphrase),
+        settings.http.clone(),
         stop_rx.clone(),
-    )
-    .await?;
-    tracing::info!(%addr, source = source.name(), contract = %contract.as_str(), "serving /health; ingesting");
+    );
+    let server = start_api(settings.listen_addr, ctx).await?;
+    tracing::info!(addr = %server.addr, source = source.name(), contract = %contract.as_str(), "serving the API; ingesting");
     let status = spawn_status_line(ingestor.status(), stop_rx.clone());
-    let result = ingestor.run(stop_rx).await;
-    http.abort();
+    let result = ingestor.run(stop_rx.clone()).await;
+    if let Err(IngestError::Halted(reason)) = &result {
+        // A halt needs an operator: keep the API up so `/health` (503) and the data stay
+        // visible until the process is stopped.
+        tracing::error!(reason = %reason, "ingestion halted; the API keeps serving until stopped");
+        let mut stop = stop_rx;
+        let _ = stop.wait_for(|s| *s).await;
+    }
+    let _ = stop_tx.send(true);
+    stop_api(server).await;
     status.abort();
     result?;
     Ok(())
@@ -261,6 +286,8 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
 pub struct DemoOptions {
     pub database_url: DatabaseUrl,
     pub listen_addr: SocketAddr,
+    pub http: HttpSettings,
+    pub token_decimals: u32,
     pub seed: u64,
     pub cadence: Duration,
     pub fork_every: u64,
@@ -334,16 +361,20 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
         },
     );
     spawn_signal_handler(stop_tx.clone());
-    let (addr, http) = serve_health(
-        opts.listen_addr,
-        HealthState {
-            status: ingestor.status(),
-            store: store.clone(),
-            source: source.clone(),
+    let ctx = api_context(
+        store.clone(),
+        ingestor.status(),
+        Some(source.clone()),
+        ViewOptions {
+            decimals: opts.token_decimals,
+            contract_id: contract_strkey.clone(),
         },
+        Some(passphrase.clone()),
+        opts.http.clone(),
         stop_rx.clone(),
-    )
-    .await?;
+    );
+    let server = start_api(opts.listen_addr, ctx).await?;
+    let addr = server.addr;
     println!("Fluxora demo: a simulated Stellar network, indexed live.");
     println!(
         "  simulated network (Stellar RPC): {}/   Horizon: {}/ledgers",
@@ -352,14 +383,14 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
     );
     println!("  contract: {contract_strkey}   passphrase: {passphrase}");
     println!("  database: {}", opts.database_url.redacted());
-    println!("  health:   http://{addr}/health");
-    println!("  (REST API and WebSocket hub: not built yet; Ctrl-C stops)");
+    println!("  API:      http://{addr}/api/streams   health: http://{addr}/health   metrics: http://{addr}/metrics");
+    println!("  (Ctrl-C stops)");
     let status = spawn_status_line(ingestor.status(), stop_rx.clone());
     let result = ingestor.run(stop_rx).await;
     let _ = stop_tx.send(true);
     let _ = net.await;
     status.abort();
-    http.abort();
+    stop_api(server).await;
     sim.stop().await;
     let s = ingestor.status().borrow().clone();
     println!(

@@ -24,7 +24,12 @@ pub enum Command {
     Migrate,
     /// Ingest the configured network (SOURCE, CONTRACT_ID, NETWORK_PASSPHRASE, …) into the store,
     /// following the tip; `/health` on LISTEN_ADDR.
-    Serve,
+    Serve {
+        /// Serve the API only: read what another process ingests into the same database
+        /// (PostgreSQL: live updates arrive through LISTEN/NOTIFY).
+        #[arg(long)]
+        no_ingest: bool,
+    },
     /// No setup needed: a simulated Stellar network on loopback, indexed live into a fresh
     /// SQLite file through the real RPC client, forking now and then.
     Demo {

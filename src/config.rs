@@ -26,6 +26,12 @@ pub const MAX_FINALITY_DEPTH: u32 = 120_960;
 pub const MAX_TOKEN_DECIMALS: u32 = 38;
 /// Shortest admin key accepted: anything shorter is guessable.
 pub const MIN_ADMIN_KEY_LEN: usize = 16;
+/// Default largest request body (bytes).
+pub const DEFAULT_REQUEST_BODY_LIMIT: usize = 64 * 1024;
+/// Default per-request timeout (ms).
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Default requests per minute per client IP.
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 1_200;
 
 /// The raw settings as clap sees them: every value is text so that validation can report all
 /// problems together instead of stopping at the first one.
@@ -67,6 +73,18 @@ pub struct RawSettings {
     /// Bearer key for the admin API (at least 16 characters).
     #[arg(long, env = "ADMIN_API_KEY", global = true, hide_env_values = true)]
     pub admin_api_key: Option<String>,
+    /// Origins allowed by CORS: `*` (default) or a comma-separated list of `scheme://host[:port]`.
+    #[arg(long, env = "CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
+    /// Largest accepted request body in bytes (default 65536).
+    #[arg(long, env = "REQUEST_BODY_LIMIT", global = true)]
+    pub request_body_limit: Option<String>,
+    /// Per-request timeout in milliseconds (default 10000).
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", global = true)]
+    pub request_timeout_ms: Option<String>,
+    /// Requests per minute per client IP on the REST API (default 1200; 0 disables the limit).
+    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", global = true)]
+    pub rate_limit_per_minute: Option<String>,
     /// Log format: `json` (production) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
@@ -267,8 +285,65 @@ pub struct Settings {
     pub token_decimals: u32,
     pub listen_addr: SocketAddr,
     pub admin_api_key: Option<Secret>,
+    pub http: HttpSettings,
     pub log_format: LogFormat,
     pub log_level: String,
+}
+
+/// Which origins CORS allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CorsOrigins {
+    /// `*`
+    Any,
+    /// Exactly these origins (`scheme://host[:port]`).
+    List(Vec<String>),
+}
+
+/// Settings of the HTTP edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpSettings {
+    pub cors_origins: CorsOrigins,
+    pub request_body_limit: usize,
+    pub request_timeout_ms: u64,
+    /// 0: no limit.
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            cors_origins: CorsOrigins::Any,
+            request_body_limit: DEFAULT_REQUEST_BODY_LIMIT,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
+        }
+    }
+}
+
+fn parse_cors_origins(raw: &str) -> Result<CorsOrigins, String> {
+    if raw.trim() == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut out = Vec::new();
+    for o in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let url = Url::parse(o).map_err(|e| format!("`{o}` is not an origin: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.host_str().is_none()
+            || url.path() != "/"
+            || url.query().is_some()
+            || o.ends_with('/')
+        {
+            return Err(format!(
+                "`{o}` is not an origin like https://app.example.com (scheme, host, optional port)"
+            ));
+        }
+        out.push(o.to_string());
+    }
+    if out.is_empty() {
+        return Err("lists no origin (use `*` to allow any)".into());
+    }
+    Ok(CorsOrigins::List(out))
 }
 
 /// One invalid or missing setting.
@@ -417,6 +492,41 @@ impl RawSettings {
                 Ok(Secret(r.to_string()))
             }
         });
+        let cors_origins = c.parse(
+            "CORS_ORIGINS",
+            Some(non_empty(&self.cors_origins).unwrap_or("*")),
+            parse_cors_origins,
+        );
+        let request_body_limit = match non_empty(&self.request_body_limit) {
+            None => Some(DEFAULT_REQUEST_BODY_LIMIT as u32),
+            raw => c.parse("REQUEST_BODY_LIMIT", raw, |r| {
+                parse_u32_in(r, 1024, 64 * 1024 * 1024)
+            }),
+        };
+        let request_timeout_ms = match non_empty(&self.request_timeout_ms) {
+            None => Some(DEFAULT_REQUEST_TIMEOUT_MS as u32),
+            raw => c.parse("REQUEST_TIMEOUT_MS", raw, |r| parse_u32_in(r, 100, 600_000)),
+        };
+        let rate_limit_per_minute = match non_empty(&self.rate_limit_per_minute) {
+            None => Some(DEFAULT_RATE_LIMIT_PER_MINUTE),
+            raw => c.parse("RATE_LIMIT_PER_MINUTE", raw, |r| {
+                parse_u32_in(r, 0, 10_000_000)
+            }),
+        };
+        let http = match (
+            cors_origins,
+            request_body_limit,
+            request_timeout_ms,
+            rate_limit_per_minute,
+        ) {
+            (Some(cors_origins), Some(bl), Some(tm), Some(rl)) => Some(HttpSettings {
+                cors_origins,
+                request_body_limit: bl as usize,
+                request_timeout_ms: u64::from(tm),
+                rate_limit_per_minute: rl,
+            }),
+            _ => None,
+        };
         let log_format = c.parse(
             "LOG_FORMAT",
             Some(non_empty(&self.log_format).unwrap_or("pretty")),
@@ -474,6 +584,7 @@ impl RawSettings {
             token_decimals,
             listen_addr,
             log_format,
+            http,
         ) {
             (
                 Some(database_url),
@@ -483,6 +594,7 @@ impl RawSettings {
                 Some(td),
                 Some(la),
                 Some(lf),
+                Some(http),
             ) if c.0.is_empty() => Ok(Settings {
                 database_url,
                 source,
@@ -496,6 +608,7 @@ impl RawSettings {
                 token_decimals: td,
                 listen_addr: la,
                 admin_api_key,
+                http,
                 log_format: lf,
                 log_level,
             }),
@@ -539,6 +652,10 @@ mod tests {
             token_decimals: Some("39".into()),
             listen_addr: Some("localhost".into()),
             admin_api_key: Some("short".into()),
+            cors_origins: Some("https://ok.example, ftp://x".into()),
+            request_body_limit: Some("12".into()),
+            request_timeout_ms: Some("soon".into()),
+            rate_limit_per_minute: Some("-1".into()),
             log_format: Some("xml".into()),
             log_level: Some("info,[".into()),
         };
@@ -557,6 +674,10 @@ mod tests {
             "TOKEN_DECIMALS",
             "LISTEN_ADDR",
             "ADMIN_API_KEY",
+            "CORS_ORIGINS",
+            "REQUEST_BODY_LIMIT",
+            "REQUEST_TIMEOUT_MS",
+            "RATE_LIMIT_PER_MINUTE",
             "LOG_FORMAT",
             "LOG_LEVEL",
         ] {
@@ -621,6 +742,20 @@ mod tests {
         let i = broken.len() - 3;
         broken[i] = if broken[i] == b'A' { b'B' } else { b'A' };
         assert!(check_address(&String::from_utf8(broken).unwrap()).is_err());
+    }
+
+    #[test]
+    fn cors_origins() {
+        assert_eq!(parse_cors_origins("*"), Ok(CorsOrigins::Any));
+        assert_eq!(
+            parse_cors_origins("http://localhost:5173, https://app.fluxora.io"),
+            Ok(CorsOrigins::List(vec![
+                "http://localhost:5173".into(),
+                "https://app.fluxora.io".into()
+            ]))
+        );
+        assert!(parse_cors_origins("https://a.example/path").is_err());
+        assert!(parse_cors_origins(" , ").is_err());
     }
 
     #[test]

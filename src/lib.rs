@@ -1,5 +1,6 @@
 //! Fluxora stream ledger: an event-sourced indexer for the Fluxora token-streaming contract on
 //! Stellar (Soroban). See the README for the layout.
+pub mod api;
 pub mod app;
 pub mod chain;
 pub mod cli;

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         | Command::Rebuild { .. }
         | Command::Verify
         | Command::Stream { .. } => Needs::default(),
-        Command::Serve => Needs { chain: true },
+        Command::Serve { no_ingest } => Needs { chain: !no_ingest },
         Command::Config { chain } => Needs { chain: *chain },
     };
     let settings = match cli.settings.validate(needs) {
@@ -233,8 +233,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
-        Command::Serve => {
-            fluxora::app::serve(settings).await?;
+        Command::Serve { no_ingest } => {
+            fluxora::app::serve(settings, !no_ingest).await?;
             Ok(true)
         }
         Command::Demo {
@@ -259,6 +259,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<bool> {
                     demo_database.display()
                 )),
                 listen_addr: settings.listen_addr,
+                http: settings.http.clone(),
+                token_decimals: settings.token_decimals,
                 seed,
                 cadence: std::time::Duration::from_millis(cadence_ms.max(1)),
                 fork_every,

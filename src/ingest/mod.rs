@@ -87,10 +87,22 @@ pub struct IndexerStatus {
     pub projection_skipped: u64,
     /// Storage-entry comparisons that found a difference, in the loaded projection.
     pub projection_mismatches: u64,
+    /// Unix ms of the last successful exchange with the source (a commit, or a poll that found
+    /// nothing new).
+    pub last_sync_at_ms: Option<u64>,
+    /// No progress for this long while behind (or no new ledger while caught up) = stalled.
+    pub stall_threshold_ms: u64,
+}
+
+impl Default for IndexerStatus {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl IndexerStatus {
-    fn new() -> Self {
+    /// The status before anything happened (also what an API-only process reports).
+    pub fn new() -> Self {
         Self {
             state: IndexerState::Starting,
             ledger: None,
@@ -106,6 +118,8 @@ impl IndexerStatus {
             projection_skipped: 0,
             projection_mismatches: 0,
             last_error: None,
+            last_sync_at_ms: None,
+            stall_threshold_ms: 60_000,
         }
     }
 }
@@ -151,6 +165,13 @@ pub struct Ingestor {
     /// The projection as committed, loaded from the store on first use and dropped (to be
     /// reloaded) after a failed append or a rollback.
     projector: tokio::sync::Mutex<Option<Projector>>,
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn now_unix() -> u64 {
@@ -214,7 +235,10 @@ enum Step {
 impl Ingestor {
     /// An ingestor over `store` and `source`.
     pub fn new(store: Arc<dyn Store>, source: Arc<dyn LedgerSource>, cfg: IngestConfig) -> Self {
-        let (status, _) = watch::channel(IndexerStatus::new());
+        let (status, _) = watch::channel(IndexerStatus {
+            stall_threshold_ms: cfg.stall_after.as_millis() as u64,
+            ..IndexerStatus::new()
+        });
         let (notices, _) = broadcast::channel(4096);
         Self {
             store,
@@ -288,6 +312,7 @@ impl Ingestor {
                     // has stopped closing ledgers.
                     let stalled = last_progress.elapsed() >= self.cfg.stall_after;
                     self.update(|s| {
+                        s.last_sync_at_ms = Some(now_unix_ms());
                         if !matches!(s.state, IndexerState::Halted { .. }) {
                             s.state = if stalled {
                                 IndexerState::Stalled
@@ -577,6 +602,7 @@ impl Ingestor {
             s.ledger = Some(last);
             s.ledger_close_time = close;
             s.events_ingested += out.appended as u64;
+            s.last_sync_at_ms = Some(now_unix_ms());
             s.epoch = epoch;
             s.lag_ledgers = s.source_tip.map(|t| t.saturating_sub(last));
             s.lag_ms = close.map(|c| now_unix().saturating_sub(c) * 1000);

@@ -1,0 +1,143 @@
+//! The HTTP edge: every route (REST, health, metrics, OpenAPI, the frontend's flat surface, the
+//! WebSocket hub and the webhook admin API mount here), the envelope and the one error type,
+//! and the middleware stack (request ids, CORS, body limit, timeout, per-IP rate limit, security
+//! headers, metrics).
+
+pub mod envelope;
+pub mod error;
+pub mod health;
+pub mod middleware;
+pub mod request_id;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, Method};
+use axum::Router;
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+
+pub use error::ApiError;
+
+use crate::chain::LedgerSource;
+use crate::config::{CorsOrigins, HttpSettings};
+use crate::ingest::IndexerStatus;
+use crate::projection::view::ViewOptions;
+use crate::store::Store;
+
+/// Everything a handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub store: Arc<dyn Store>,
+    /// The ingestor's status (an API-only process holds a receiver that never changes).
+    pub status: watch::Receiver<IndexerStatus>,
+    /// The chain source, when this process ingests.
+    pub source: Option<Arc<dyn LedgerSource>>,
+    /// Token decimals and contract id for rendering streams.
+    pub view: ViewOptions,
+    /// The network passphrase (health).
+    pub network: Option<String>,
+    pub http: HttpSettings,
+    /// Open WebSocket connections (health, metrics).
+    pub ws_connections: Arc<AtomicUsize>,
+    /// Fires when the server shuts down: long-lived responses (SSE, WebSocket) end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The whole application router.
+pub fn router(ctx: ApiContext) -> Router {
+    health::prometheus();
+    let limiter = middleware::RateLimit::new(ctx.http.rate_limit_per_minute);
+    let routes = Router::new()
+        .merge(health::routes())
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .with_state(ctx.clone());
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            middleware::rate_limit,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(ctx.http.request_timeout_ms),
+        ))
+        .layer(RequestBodyLimitLayer::new(ctx.http.request_body_limit))
+        .layer(DefaultBodyLimit::max(ctx.http.request_body_limit))
+        .layer(axum::middleware::from_fn(middleware::envelope_errors))
+        .layer(axum::middleware::from_fn(middleware::http_metrics))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(cors(&ctx.http.cors_origins))
+        .layer(axum::middleware::from_fn(request_id::request_id))
+}
+
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let allow = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| header::HeaderValue::from_str(o).ok()),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_NONE_MATCH,
+            header::ACCEPT,
+            HeaderName::from_static("last-event-id"),
+            request_id::X_CORRELATION_ID,
+        ])
+        .expose_headers([
+            request_id::X_REQUEST_ID,
+            request_id::X_CORRELATION_ID,
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderName::from_static("x-fluxora-api-version"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// A running HTTP server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+/// Binds `addr` and serves `app` until `shutdown` fires; in-flight requests finish first
+/// (long-lived ones end on the same signal through [`ApiContext::shutdown`]).
+pub async fn serve(
+    addr: SocketAddr,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Server, std::io::Error> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    Ok(Server { addr, task })
+}
