@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::AtomicUsize;
-
 use tokio::sync::watch;
 
 use crate::api::{self, ApiContext};
@@ -53,14 +51,12 @@ fn api_context(
     shutdown: watch::Receiver<bool>,
 ) -> ApiContext {
     ApiContext {
-        store,
         status,
         source,
-        view,
         network,
         http,
-        ws_connections: Arc::new(AtomicUsize::new(0)),
         shutdown,
+        ..ApiContext::new(store, view)
     }
 }
 
@@ -193,7 +189,7 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
     spawn_signal_handler(stop_tx.clone());
     if !ingest {
         let (_status_tx, status_rx) = watch::channel(IndexerStatus::new());
-        let ctx = api_context(
+        let mut ctx = api_context(
             store.clone(),
             status_rx,
             None,
@@ -202,6 +198,7 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
             settings.http.clone(),
             stop_rx.clone(),
         );
+        ctx.asset = settings.token_symbol.clone();
         let server = start_api(settings.listen_addr, ctx).await?;
         tracing::info!(addr = %server.addr, "serving the API only (no ingestion)");
         let mut stop = stop_rx;
@@ -254,7 +251,7 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
             ..Default::default()
         },
     );
-    let ctx = api_context(
+    let mut ctx = api_context(
         store.clone(),
         ingestor.status(),
         Some(source.clone()),
@@ -263,6 +260,7 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
         settings.http.clone(),
         stop_rx.clone(),
     );
+    ctx.asset = settings.token_symbol.clone();
     let server = start_api(settings.listen_addr, ctx).await?;
     tracing::info!(addr = %server.addr, source = source.name(), contract = %contract.as_str(), "serving the API; ingesting");
     let status = spawn_status_line(ingestor.status(), stop_rx.clone());

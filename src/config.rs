@@ -18,6 +18,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://fluxora.db";
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8787";
 /// Stellar classic assets (and so USDC through its SAC) have 7 decimals.
 pub const DEFAULT_TOKEN_DECIMALS: u32 = 7;
+/// Default symbol of the streamed token (the frontend's `asset`).
+pub const DEFAULT_TOKEN_SYMBOL: &str = "USDC";
 /// Ledgers below `tip - FINALITY_DEPTH` are treated as final.
 pub const DEFAULT_FINALITY_DEPTH: u32 = 16;
 /// Largest finality window accepted (about a week of ledgers at 5 s).
@@ -67,6 +69,9 @@ pub struct RawSettings {
     /// Decimals of the streamed token (default 7).
     #[arg(long, env = "TOKEN_DECIMALS", global = true)]
     pub token_decimals: Option<String>,
+    /// Symbol of the streamed token shown to the frontend (default USDC).
+    #[arg(long, env = "TOKEN_SYMBOL", global = true)]
+    pub token_symbol: Option<String>,
     /// Address the HTTP server listens on (default 127.0.0.1:8787).
     #[arg(long, env = "LISTEN_ADDR", global = true)]
     pub listen_addr: Option<String>,
@@ -283,6 +288,7 @@ pub struct Settings {
     pub finality_depth: u32,
     pub ingest_batch_ledgers: u32,
     pub token_decimals: u32,
+    pub token_symbol: String,
     pub listen_addr: SocketAddr,
     pub admin_api_key: Option<Secret>,
     pub http: HttpSettings,
@@ -308,6 +314,8 @@ pub struct HttpSettings {
     pub request_timeout_ms: u64,
     /// 0: no limit.
     pub rate_limit_per_minute: u32,
+    /// Interval of `: heartbeat` comments on Server-Sent Events.
+    pub sse_heartbeat_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -317,6 +325,7 @@ impl Default for HttpSettings {
             request_body_limit: DEFAULT_REQUEST_BODY_LIMIT,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
+            sse_heartbeat_ms: 30_000,
         }
     }
 }
@@ -474,6 +483,19 @@ impl RawSettings {
                 parse_u32_in(r, 0, MAX_TOKEN_DECIMALS)
             }),
         };
+        let token_symbol = c.parse(
+            "TOKEN_SYMBOL",
+            Some(non_empty(&self.token_symbol).unwrap_or(DEFAULT_TOKEN_SYMBOL)),
+            |r| {
+                if r.len() <= 12 && r.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    Ok(r.to_string())
+                } else {
+                    Err(format!(
+                        "`{r}` is not a token symbol (1 to 12 letters or digits)"
+                    ))
+                }
+            },
+        );
         let listen_addr = c.parse(
             "LISTEN_ADDR",
             Some(non_empty(&self.listen_addr).unwrap_or(DEFAULT_LISTEN_ADDR)),
@@ -524,6 +546,7 @@ impl RawSettings {
                 request_body_limit: bl as usize,
                 request_timeout_ms: u64::from(tm),
                 rate_limit_per_minute: rl,
+                sse_heartbeat_ms: 30_000,
             }),
             _ => None,
         };
@@ -585,6 +608,7 @@ impl RawSettings {
             listen_addr,
             log_format,
             http,
+            token_symbol,
         ) {
             (
                 Some(database_url),
@@ -595,6 +619,7 @@ impl RawSettings {
                 Some(la),
                 Some(lf),
                 Some(http),
+                Some(token_symbol),
             ) if c.0.is_empty() => Ok(Settings {
                 database_url,
                 source,
@@ -606,6 +631,7 @@ impl RawSettings {
                 finality_depth: fd,
                 ingest_batch_ledgers: bl,
                 token_decimals: td,
+                token_symbol,
                 listen_addr: la,
                 admin_api_key,
                 http,
@@ -650,6 +676,7 @@ mod tests {
             finality_depth: Some("-3".into()),
             ingest_batch_ledgers: Some("0".into()),
             token_decimals: Some("39".into()),
+            token_symbol: Some("U S D".into()),
             listen_addr: Some("localhost".into()),
             admin_api_key: Some("short".into()),
             cors_origins: Some("https://ok.example, ftp://x".into()),
@@ -672,6 +699,7 @@ mod tests {
             "FINALITY_DEPTH",
             "INGEST_BATCH_LEDGERS",
             "TOKEN_DECIMALS",
+            "TOKEN_SYMBOL",
             "LISTEN_ADDR",
             "ADMIN_API_KEY",
             "CORS_ORIGINS",

@@ -62,7 +62,18 @@ fn summary(s: &IndexerStatus, ingesting: bool) -> String {
     }
 }
 
-async fn health(State(ctx): State<ApiContext>) -> Response {
+/// Service health: indexer status, lag, safe ledger, reorgs, WebSocket connections, source and
+/// database state. 503 when ingestion halted or the database is down.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Serving (status `ok`, or `degraded` while starting or stalled)", body = Object),
+        (status = 503, description = "Halted, or the database is down", body = Object),
+    )
+)]
+pub async fn health(State(ctx): State<ApiContext>) -> Response {
     let s = ctx.status.borrow().clone();
     let ingesting = ctx.source.is_some();
     let db_ok = ctx.store.ping().await.is_ok();
@@ -219,7 +230,14 @@ async fn metrics_text(State(ctx): State<ApiContext>) -> Response {
     }
 }
 
-async fn version() -> Response {
+/// The API version (also in the `x-fluxora-api-version` header).
+#[utoipa::path(
+    get,
+    path = "/version",
+    tag = "ops",
+    responses((status = 200, description = "`{\"version\": \"1.0\", \"data\": {…}}`", body = Object))
+)]
+pub async fn version() -> Response {
     let info = json!({
         "version": API_VERSION,
         "service": "fluxora",

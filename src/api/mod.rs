@@ -3,12 +3,20 @@
 //! and the middleware stack (request ids, CORS, body limit, timeout, per-IP rate limit, security
 //! headers, metrics).
 
+pub mod cursor;
 pub mod envelope;
 pub mod error;
+pub mod feed;
+pub mod frontend;
 pub mod health;
 pub mod middleware;
+pub mod openapi;
+pub mod params;
 pub mod request_id;
+pub mod streams;
+pub mod types;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -29,6 +37,9 @@ use crate::ingest::IndexerStatus;
 use crate::projection::view::ViewOptions;
 use crate::store::Store;
 
+/// `/treasury/metrics` results by treasury with the instant they were computed.
+pub type MetricsCache = HashMap<String, (std::time::Instant, Vec<frontend::Metric>)>;
+
 /// Everything a handler may need. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiContext {
@@ -46,6 +57,31 @@ pub struct ApiContext {
     pub ws_connections: Arc<AtomicUsize>,
     /// Fires when the server shuts down: long-lived responses (SSE, WebSocket) end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// The streamed token's symbol (the frontend's `asset`).
+    pub asset: String,
+    /// `/treasury/metrics` results by treasury, reused for a few seconds.
+    pub metrics_cache: Arc<tokio::sync::Mutex<MetricsCache>>,
+}
+
+impl ApiContext {
+    /// A context over `store` with defaults for everything else: no ingestion in this process
+    /// (status `not_configured`), default HTTP settings, never shutting down.
+    pub fn new(store: Arc<dyn Store>, view: ViewOptions) -> Self {
+        let (_, status) = watch::channel(IndexerStatus::new());
+        let (_, shutdown) = watch::channel(false);
+        Self {
+            store,
+            status,
+            source: None,
+            view,
+            network: None,
+            http: HttpSettings::default(),
+            ws_connections: Arc::new(AtomicUsize::new(0)),
+            shutdown,
+            asset: crate::config::DEFAULT_TOKEN_SYMBOL.to_string(),
+            metrics_cache: Arc::default(),
+        }
+    }
 }
 
 /// The whole application router.
@@ -54,6 +90,10 @@ pub fn router(ctx: ApiContext) -> Router {
     let limiter = middleware::RateLimit::new(ctx.http.rate_limit_per_minute);
     let routes = Router::new()
         .merge(health::routes())
+        .merge(streams::routes())
+        .merge(feed::routes())
+        .merge(frontend::routes())
+        .merge(openapi::routes())
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(ctx.clone());

@@ -43,7 +43,7 @@ pub struct ViewOptions {
 }
 
 /// The stream object as serialized to clients (REST, WebSocket, webhooks).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamObject {
     pub id: String,
