@@ -251,6 +251,8 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
             ..Default::default()
         },
     );
+    let (generation, generation_rx) = watch::channel(0u64);
+    let follower = api::cache::follow_notices(ingestor.notices(), generation);
     let mut ctx = api_context(
         store.clone(),
         ingestor.status(),
@@ -261,6 +263,7 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
         stop_rx.clone(),
     );
     ctx.asset = settings.token_symbol.clone();
+    ctx.streams = api::cache::StreamCache::new(generation_rx);
     let server = start_api(settings.listen_addr, ctx).await?;
     tracing::info!(addr = %server.addr, source = source.name(), contract = %contract.as_str(), "serving the API; ingesting");
     let status = spawn_status_line(ingestor.status(), stop_rx.clone());
@@ -275,6 +278,7 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
     let _ = stop_tx.send(true);
     stop_api(server).await;
     status.abort();
+    follower.abort();
     result?;
     Ok(())
 }
@@ -359,7 +363,9 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
         },
     );
     spawn_signal_handler(stop_tx.clone());
-    let ctx = api_context(
+    let (generation, generation_rx) = watch::channel(0u64);
+    let follower = api::cache::follow_notices(ingestor.notices(), generation);
+    let mut ctx = api_context(
         store.clone(),
         ingestor.status(),
         Some(source.clone()),
@@ -371,6 +377,7 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
         opts.http.clone(),
         stop_rx.clone(),
     );
+    ctx.streams = api::cache::StreamCache::new(generation_rx);
     let server = start_api(opts.listen_addr, ctx).await?;
     let addr = server.addr;
     println!("Fluxora demo: a simulated Stellar network, indexed live.");
@@ -388,6 +395,7 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
     let _ = stop_tx.send(true);
     let _ = net.await;
     status.abort();
+    follower.abort();
     stop_api(server).await;
     sim.stop().await;
     let s = ingestor.status().borrow().clone();

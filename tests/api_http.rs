@@ -170,7 +170,9 @@ fn assert_validation(status: StatusCode, body: &Value, param: &str) {
     assert_eq!(body["success"], false);
     assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{body}");
     assert_eq!(body["error"]["details"]["parameter"], param, "{body}");
-    assert!(body["error"]["requestId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(body["error"]["requestId"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
 }
 
 const KEYS: [&str; 10] = [
@@ -225,7 +227,12 @@ async fn suite(f: Filled) {
     ]) {
         assert!(keys.iter().any(|x| x == k), "key {k} missing: {first}");
     }
-    for k in ["depositAmount", "streamedAmount", "remainingAmount", "ratePerSecond"] {
+    for k in [
+        "depositAmount",
+        "streamedAmount",
+        "remainingAmount",
+        "ratePerSecond",
+    ] {
         assert!(first[k].is_string(), "{k} must be a string: {first}");
     }
     assert!(first["id"].is_string() && first["startTime"].is_u64());
@@ -244,7 +251,10 @@ async fn suite(f: Filled) {
         for s in d["streams"].as_array().unwrap() {
             seen.push(s["id"].as_str().unwrap().parse::<u64>().unwrap());
         }
-        assert!(d.get("next_cursor").is_some(), "next_cursor must always be present");
+        assert!(
+            d.get("next_cursor").is_some(),
+            "next_cursor must always be present"
+        );
         if d["has_more"] == false {
             assert!(d["next_cursor"].is_null());
             break;
@@ -257,14 +267,21 @@ async fn suite(f: Filled) {
     // Filters.
     let s0 = &all[0];
     for (param, value) in [("sender", &s0.sender), ("recipient", &s0.recipient)] {
-        let (st, _, body) = api.get(&format!("/api/streams?{param}={value}&limit=100")).await;
+        let (st, _, body) = api
+            .get(&format!("/api/streams?{param}={value}&limit=100"))
+            .await;
         assert_eq!(st, StatusCode::OK);
         let got = body["data"]["streams"].as_array().unwrap();
         assert!(!got.is_empty());
-        assert!(got.iter().all(|s| s[param] == value.as_str()), "{param} filter");
+        assert!(
+            got.iter().all(|s| s[param] == value.as_str()),
+            "{param} filter"
+        );
     }
     for status in ["active", "cancelled", "closed", "completed", "paused"] {
-        let (st, _, body) = api.get(&format!("/api/streams?status={status}&limit=100")).await;
+        let (st, _, body) = api
+            .get(&format!("/api/streams?status={status}&limit=100"))
+            .await;
         assert_eq!(st, StatusCode::OK);
         let n = all
             .iter()
@@ -313,7 +330,10 @@ async fn suite(f: Filled) {
     let mut t = c.clone().into_bytes();
     t[5] = if t[5] == b'x' { b'y' } else { b'x' };
     let (st, _, body) = api
-        .get(&format!("/api/streams?limit=2&cursor={}", String::from_utf8(t).unwrap()))
+        .get(&format!(
+            "/api/streams?limit=2&cursor={}",
+            String::from_utf8(t).unwrap()
+        ))
         .await;
     assert_validation(st, &body, "cursor");
     let (st, _, body) = api
@@ -359,7 +379,12 @@ async fn suite(f: Filled) {
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(r.headers()["etag"], tag.as_str());
     let s = f.store.stream(id).await.unwrap().unwrap();
-    for at in [s.start_time, s.cliff_time, (s.start_time + s.end_time) / 2, s.end_time + 10] {
+    for at in [
+        s.start_time,
+        s.cliff_time,
+        (s.start_time + s.end_time) / 2,
+        s.end_time + 10,
+    ] {
         let (_, _, body) = api.get(&format!("/api/streams/{id}?at={at}")).await;
         let want = fluxora::projection::view::stream_object(
             &s,
@@ -376,7 +401,9 @@ async fn suite(f: Filled) {
     let versions = f.store.stream_versions(None, 100_000).await.unwrap();
     let mut checked = 0;
     for v in versions.iter().filter(|v| v.stream_id == id) {
-        let (st, _, body) = api.get(&format!("/api/streams/{id}?ledger={}", v.ledger)).await;
+        let (st, _, body) = api
+            .get(&format!("/api/streams/{id}?ledger={}", v.ledger))
+            .await;
         assert_eq!(st, StatusCode::OK, "{body}");
         assert_eq!(body["data"]["stream"]["updatedLedger"], v.ledger);
         checked += 1;
@@ -384,23 +411,34 @@ async fn suite(f: Filled) {
     assert!(checked > 0);
     let created = versions.iter().find(|v| v.stream_id == id).unwrap().ledger;
     if created > 1000 {
-        let (st, _, _) = api.get(&format!("/api/streams/{id}?ledger={}", created - 1)).await;
+        let (st, _, _) = api
+            .get(&format!("/api/streams/{id}?ledger={}", created - 1))
+            .await;
         assert_eq!(st, StatusCode::NOT_FOUND);
     }
-    let (st, _, _) = api.get(&format!("/api/streams/{id}?ledger=4000000000")).await;
+    let (st, _, _) = api
+        .get(&format!("/api/streams/{id}?ledger=4000000000"))
+        .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
     // The stream's events and the global feed.
-    let (st, _, body) = api.get(&format!("/api/streams/{id}/events?limit=500")).await;
+    let (st, _, body) = api
+        .get(&format!("/api/streams/{id}/events?limit=500"))
+        .await;
     assert_eq!(st, StatusCode::OK);
     let evs = body["data"]["events"].as_array().unwrap();
     assert!(!evs.is_empty());
-    assert!(evs.iter().all(|e| e["streamId"] == id.to_string()));
+    let sid = id.to_string();
+    assert!(evs
+        .iter()
+        .all(|e| e["streamId"].as_str() == Some(sid.as_str())));
     let total = f.store.event_count().await.unwrap();
     let mut after = 0i64;
     let mut positions = Vec::new();
     loop {
-        let (st, _, body) = api.get(&format!("/api/events?after={after}&limit=97")).await;
+        let (st, _, body) = api
+            .get(&format!("/api/events?after={after}&limit=97"))
+            .await;
         assert_eq!(st, StatusCode::OK);
         for e in body["data"]["events"].as_array().unwrap() {
             positions.push(e["position"].as_i64().unwrap());
@@ -411,7 +449,11 @@ async fn suite(f: Filled) {
         if body["data"]["has_more"] == false {
             break;
         }
-        after = body["data"]["next_cursor"].as_str().unwrap().parse().unwrap();
+        after = body["data"]["next_cursor"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
     }
     assert_eq!(positions, (1..=total as i64).collect::<Vec<_>>());
 
@@ -432,31 +474,56 @@ async fn suite(f: Filled) {
     let recs = body["data"].as_array().unwrap();
     assert_eq!(recs.len(), all.len().min(500));
     for r in recs {
-        let d = fluxora::domain::amount::parse_amount(r["depositAmount"].as_str().unwrap(), 7).unwrap();
-        let s = fluxora::domain::amount::parse_amount(r["streamedAmount"].as_str().unwrap(), 7).unwrap();
-        let w = fluxora::domain::amount::parse_amount(r["withdrawableAmount"].as_str().unwrap(), 7).unwrap();
-        let rem = fluxora::domain::amount::parse_amount(r["remainingAmount"].as_str().unwrap(), 7).unwrap();
+        let d =
+            fluxora::domain::amount::parse_amount(r["depositAmount"].as_str().unwrap(), 7).unwrap();
+        let s = fluxora::domain::amount::parse_amount(r["streamedAmount"].as_str().unwrap(), 7)
+            .unwrap();
+        let w = fluxora::domain::amount::parse_amount(r["withdrawableAmount"].as_str().unwrap(), 7)
+            .unwrap();
+        let rem = fluxora::domain::amount::parse_amount(r["remainingAmount"].as_str().unwrap(), 7)
+            .unwrap();
         assert!(0 <= s && s <= d, "streamed outside 0..=deposit: {r}");
         assert!(w <= rem, "withdrawable above remaining: {r}");
-        assert!(["Active", "Paused", "Completed", "Cancelled"].contains(&r["status"].as_str().unwrap()));
+        assert!(
+            ["Active", "Paused", "Completed", "Cancelled"].contains(&r["status"].as_str().unwrap())
+        );
         assert!(r["progress"].as_u64().unwrap() <= 100);
     }
     let (st, _, body) = api.get("/streams?status=Active").await;
     assert_eq!(st, StatusCode::OK);
-    assert!(body["data"].as_array().unwrap().iter().all(|r| r["status"] == "Active"));
+    assert!(body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == "Active"));
     let (st, _, body) = api.get(&format!("/streams/{id}")).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(body["data"]["id"], id.to_string());
     let (st, _, _) = api.get("/streams/424242424").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
-    let (st, _, body) = api.get(&format!("/recipients/{}/streams", s0.recipient)).await;
+    let (st, _, body) = api
+        .get(&format!("/recipients/{}/streams", s0.recipient))
+        .await;
     assert_eq!(st, StatusCode::OK);
-    assert!(body["data"].as_array().unwrap().iter().all(|r| r["recipientAddress"] == s0.recipient.as_str()));
+    assert!(body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["recipientAddress"] == s0.recipient.as_str()));
     let (st, _, body) = api.get("/treasury/metrics").await;
     assert_eq!(st, StatusCode::OK);
-    let labels: BTreeSet<&str> = body["data"].as_array().unwrap().iter().map(|m| m["label"].as_str().unwrap()).collect();
+    let labels: BTreeSet<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["label"].as_str().unwrap())
+        .collect();
     assert!(labels.contains("Total streams"));
-    assert!(body["data"].as_array().unwrap().iter().all(|m| m["value"].is_string()));
+    assert!(body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["value"].is_string()));
     let (st, h, body) = api.get("/version").await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(h["x-fluxora-api-version"], "1.0");
@@ -476,8 +543,17 @@ async fn suite(f: Filled) {
     assert!(text.contains("fluxora_http_requests_total"), "{text}");
     let (st, _, body) = api.get("/openapi.json").await;
     assert_eq!(st, StatusCode::OK);
-    for p in ["/api/streams", "/api/streams/{id}", "/api/events", "/health", "/streams"] {
-        assert!(body["paths"].get(p).is_some(), "{p} missing from the OpenAPI document");
+    for p in [
+        "/api/streams",
+        "/api/streams/{id}",
+        "/api/events",
+        "/health",
+        "/streams",
+    ] {
+        assert!(
+            body["paths"].get(p).is_some(),
+            "{p} missing from the OpenAPI document"
+        );
     }
 
     api.stop().await;
@@ -496,8 +572,11 @@ async fn rest_api_on_postgres() {
     let Some(db) = TempPgDatabase::create().await.unwrap() else {
         return;
     };
-    let store: Arc<dyn Store> =
-        Arc::from(store::open(&DatabaseUrl::Postgres(db.url.clone())).await.unwrap());
+    let store: Arc<dyn Store> = Arc::from(
+        store::open(&DatabaseUrl::Postgres(db.url.clone()))
+            .await
+            .unwrap(),
+    );
     suite(fill(store.clone()).await).await;
     drop(store);
     db.drop_db().await.unwrap();
@@ -520,7 +599,14 @@ async fn rate_limit_headers_and_429() {
         assert_eq!(st, StatusCode::OK);
         assert_eq!(h["x-ratelimit-limit"], "5");
         assert_eq!(h["x-ratelimit-remaining"], (4 - i).to_string().as_str());
-        assert!(h["x-ratelimit-reset"].to_str().unwrap().parse::<u64>().unwrap() > 1_700_000_000);
+        assert!(
+            h["x-ratelimit-reset"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 1_700_000_000
+        );
     }
     let (st, h, body) = api.get("/api/streams?limit=1").await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
@@ -566,13 +652,19 @@ async fn request_ids_cors_and_body_limit() {
     // CORS: the configured origin is allowed, another is not.
     let pre = |origin: &'static str| {
         api.http
-            .request(reqwest::Method::OPTIONS, format!("{}/api/streams", api.base))
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/api/streams", api.base),
+            )
             .header("origin", origin)
             .header("access-control-request-method", "GET")
             .send()
     };
     let r = pre("https://app.example").await.unwrap();
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     let r = pre("https://evil.example").await.unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
     // A body above the limit.
@@ -590,7 +682,11 @@ async fn request_ids_cors_and_body_limit() {
 }
 
 /// Reads SSE frames until `n` events of type `event` arrived (bounded).
-async fn read_sse(resp: reqwest::Response, n: usize, heartbeats: usize) -> (Vec<(String, String, Value)>, usize) {
+async fn read_sse(
+    resp: reqwest::Response,
+    n: usize,
+    heartbeats: usize,
+) -> (Vec<(String, String, Value)>, usize) {
     let mut resp = resp;
     let mut buf = String::new();
     let mut out = Vec::new();
@@ -631,10 +727,22 @@ async fn server_sent_events_resume_and_heartbeat() {
     let (_dir, f) = sqlite_filled().await;
     let api = start(&f, |_| {}).await;
     // The stream with the most events.
-    let all = f.store.list_streams(&StreamQuery { limit: 100_000, ..Default::default() }).await.unwrap();
+    let all = f
+        .store
+        .list_streams(&StreamQuery {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let mut best = (0, 0);
     for s in &all {
-        let n = f.store.stream_events(s.stream_id, 0, 1000).await.unwrap().len();
+        let n = f
+            .store
+            .stream_events(s.stream_id, 0, 1000)
+            .await
+            .unwrap()
+            .len();
         if n > best.1 {
             best = (s.stream_id, n);
         }
@@ -643,15 +751,26 @@ async fn server_sent_events_resume_and_heartbeat() {
     assert!(n >= 3, "need a stream with several events");
     let stored = f.store.stream_events(id, 0, 1000).await.unwrap();
     let url = format!("{}/api/streams/{id}/events", api.base);
-    let r = api.http.get(&url).header("accept", "text/event-stream").send().await.unwrap();
+    let r = api
+        .http
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let (events, beats) = read_sse(r, n, 1).await;
     assert!(beats >= 1, "no heartbeat comment");
     let ids: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
     let want: Vec<&str> = stored.iter().map(|e| e.event.event_id.as_str()).collect();
     assert_eq!(ids, want);
-    assert!(events.iter().all(|e| e.1 == "stream_update" && e.2["streamId"] == id.to_string()));
+    assert!(events.iter().all(
+        |e| e.1 == "stream_update" && e.2["streamId"].as_str() == Some(id.to_string().as_str())
+    ));
     assert!(events[0].2["stream"]["depositAmount"].is_string());
     // Resume after the second event: exactly the rest, no duplicate.
     let r = api
@@ -679,6 +798,12 @@ async fn server_sent_events_resume_and_heartbeat() {
     assert_eq!(events[0].2["code"], "STALE_CURSOR");
     assert_eq!(events[1].0, want[0]);
     // Shutdown ends open SSE responses and the server finishes.
-    let _open = api.http.get(&url).header("accept", "text/event-stream").send().await.unwrap();
+    let _open = api
+        .http
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
     api.stop().await;
 }

@@ -23,17 +23,42 @@ pub fn ok<T: Serialize>(data: T) -> Response {
     with_status(StatusCode::OK, data)
 }
 
-/// `status` with `data` in the success envelope.
+/// `status` with `data` in the success envelope (serialized straight from the typed payload).
 pub fn with_status<T: Serialize>(status: StatusCode, data: T) -> Response {
-    (
-        status,
-        Json(json!({
-            "success": true,
-            "data": data,
-            "meta": { "timestamp": now_iso_ms(), "requestId": current_request_id() },
-        })),
-    )
-        .into_response()
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta {
+        timestamp: String,
+        request_id: String,
+    }
+    #[derive(Serialize)]
+    struct Body<T> {
+        success: bool,
+        data: T,
+        meta: Meta,
+    }
+    let body = Body {
+        success: true,
+        data,
+        meta: Meta {
+            timestamp: now_iso_ms(),
+            request_id: current_request_id(),
+        },
+    };
+    match serde_json::to_vec(&body) {
+        Ok(bytes) => (
+            status,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            super::ApiError::internal(format!("cannot serialize a response: {e}")).into_response()
+        }
+    }
 }
 
 /// The frontend's flat surface: `{"data": …}`.

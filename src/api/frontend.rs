@@ -192,8 +192,8 @@ pub async fn one(
 ) -> Result<Response, ApiError> {
     let id = params::stream_id(&id)?;
     let s = ctx
-        .store
-        .stream(id)
+        .streams
+        .stream(&*ctx.store, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("stream {id} not found")))?;
     Ok(envelope::data(record(

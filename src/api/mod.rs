@@ -3,6 +3,7 @@
 //! and the middleware stack (request ids, CORS, body limit, timeout, per-IP rate limit, security
 //! headers, metrics).
 
+pub mod cache;
 pub mod cursor;
 pub mod envelope;
 pub mod error;
@@ -61,6 +62,8 @@ pub struct ApiContext {
     pub asset: String,
     /// `/treasury/metrics` results by treasury, reused for a few seconds.
     pub metrics_cache: Arc<tokio::sync::Mutex<MetricsCache>>,
+    /// Current stream states for the hot reads (off unless a generation source is wired).
+    pub streams: cache::StreamCache,
 }
 
 impl ApiContext {
@@ -80,6 +83,7 @@ impl ApiContext {
             shutdown,
             asset: crate::config::DEFAULT_TOKEN_SYMBOL.to_string(),
             metrics_cache: Arc::default(),
+            streams: cache::StreamCache::default(),
         }
     }
 }

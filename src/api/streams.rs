@@ -2,6 +2,7 @@
 //! as of a ledger; weak ETags), and a stream's events (a JSON page, or Server-Sent Events).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
@@ -120,7 +121,7 @@ pub async fn load_stream(
     ctx: &ApiContext,
     id: u64,
     p: &Params,
-) -> Result<(StreamState, u64), ApiError> {
+) -> Result<(Arc<StreamState>, u64), ApiError> {
     let at = p.u64_in("at", 0, i64::MAX as u64)?;
     let ledger = match p.str("ledger") {
         Some(raw) => Some(params::ledger_seq("ledger", raw)?),
@@ -129,8 +130,8 @@ pub async fn load_stream(
     match ledger {
         None => {
             let s = ctx
-                .store
-                .stream(id)
+                .streams
+                .stream(&*ctx.store, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("stream {id} not found")))?;
             Ok((s, at.unwrap_or_else(now_unix)))
@@ -147,23 +148,49 @@ pub async fn load_stream(
                     }
                 )));
             };
-            let s = ctx.store.stream_at(id, seq).await?.ok_or_else(|| {
-                ApiError::not_found(format!("stream {id} did not exist at ledger {seq}"))
-            })?;
+            let s = ctx
+                .store
+                .stream_at(id, seq)
+                .await?
+                .map(Arc::new)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("stream {id} did not exist at ledger {seq}"))
+                })?;
             let close = u64::try_from(l.close_time).unwrap_or(0);
             Ok((s, at.unwrap_or(close)))
         }
     }
 }
 
-/// Weak ETag of a rendered stream: its content without the `asOf` instant, so a stream whose
-/// amounts no longer move keeps its tag.
-pub fn etag(obj: &StreamObject) -> String {
-    let mut o = obj.clone();
-    o.as_of = 0;
-    let bytes = serde_json::to_vec(&o).unwrap_or_default();
-    let h = Sha256::digest(&bytes);
-    format!("W/\"{}\"", hex::encode(&h[..12]))
+/// Weak ETag of a rendered stream: everything the object is a function of except the instant
+/// (the stored state's identity, and the time-dependent amounts), so a stream whose amounts no
+/// longer move keeps its tag.
+pub fn etag(s: &StreamState, obj: &StreamObject) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        obj.id.as_str(),
+        &s.updated_ledger.to_string(),
+        s.updated_tx.as_str(),
+        &s.created_ledger.to_string(),
+        obj.status.as_str(),
+        obj.deposit_amount.as_str(),
+        obj.streamed_amount.as_str(),
+        obj.withdrawn_amount.as_str(),
+        obj.withdrawable_amount.as_str(),
+        obj.rate_per_second.as_str(),
+        obj.recipient.as_str(),
+        obj.kind.as_str(),
+        obj.contract_id.as_str(),
+        if obj.verified { "v" } else { "u" },
+        &obj.verification_issues.join("|"),
+        &obj.end_time.to_string(),
+        &obj.cancelled_at.map(|c| c.to_string()).unwrap_or_default(),
+        obj.claim_owner.as_deref().unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    format!("W/\"{}\"", hex::encode(&h.finalize()[..12]))
 }
 
 fn etag_matches(headers: &HeaderMap, tag: &str) -> bool {
@@ -207,7 +234,7 @@ pub async fn get_stream(
     let p = Params::parse(q.as_deref())?;
     let (s, at) = load_stream(&ctx, id, &p).await?;
     let obj = stream_object(&s, at, &ctx.view);
-    let tag = etag(&obj);
+    let tag = etag(&s, &obj);
     let tag_value = HeaderValue::from_str(&tag).map_err(ApiError::internal)?;
     if etag_matches(&headers, &tag) {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();

@@ -701,7 +701,13 @@ impl Store for PgStore {
         let mut qb: sqlx::QueryBuilder<Postgres> =
             sqlx::QueryBuilder::new("SELECT state FROM streams WHERE 1 = 1");
         if let Some(s) = &q.status {
-            qb.push(" AND status = ").push_bind(s.clone());
+            // With a party filter, keep the planner on the far more selective sender/recipient
+            // index (generic plans and fresh tables have no useful statistics).
+            if q.sender.is_some() || q.recipient.is_some() {
+                qb.push(" AND (status || '') = ").push_bind(s.clone());
+            } else {
+                qb.push(" AND status = ").push_bind(s.clone());
+            }
         }
         if let Some(s) = &q.sender {
             qb.push(" AND sender = ").push_bind(s.clone());

@@ -646,7 +646,13 @@ impl Store for SqliteStore {
         let mut qb: QueryBuilder<Sqlite> =
             QueryBuilder::new("SELECT state FROM streams WHERE 1 = 1");
         if let Some(s) = &q.status {
-            qb.push(" AND status = ").push_bind(s.clone());
+            // With a party filter, `+status` keeps the planner (which has no statistics) on the
+            // far more selective sender/recipient index instead of the status one.
+            if q.sender.is_some() || q.recipient.is_some() {
+                qb.push(" AND +status = ").push_bind(s.clone());
+            } else {
+                qb.push(" AND status = ").push_bind(s.clone());
+            }
         }
         if let Some(s) = &q.sender {
             qb.push(" AND sender = ").push_bind(s.clone());
