@@ -301,10 +301,17 @@ pub struct DemoOptions {
 pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
     use crate::sim::{generator, http as simhttp, live};
     let store: Arc<dyn Store> = Arc::from(crate::store::open(&opts.database_url).await?);
+    // The simulated chain starts a little before now, so that its streams are live for clients
+    // reading amounts at the current time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1_750_000_000);
     let g = generator::Generator::new(generator::GenConfig {
         seed: opts.seed,
         txs_per_ledger: 6,
         target_streams: 100,
+        first_close_time: now.saturating_sub(300),
         ..Default::default()
     });
     let contract = g.contract;

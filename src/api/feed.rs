@@ -26,7 +26,7 @@ pub fn routes() -> Router<ApiContext> {
     path = "/api/events",
     tag = "events",
     params(
-        ("after" = Option<i64>, Query, description = "Only events after this position (default 0)"),
+        ("after" = Option<u64>, Query, minimum = 0, description = "Only events after this position (default 0)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
     ),
     responses(
@@ -38,7 +38,7 @@ pub async fn events(
     State(ctx): State<ApiContext>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref())?;
+    let p = Params::parse(q.as_deref(), &["after", "limit"])?;
     let after = p.u64_in("after", 0, i64::MAX as u64)?.unwrap_or(0) as i64;
     let limit = p.limit(100, 1000)?;
     // Read the epoch first: if a rollback lands during the read, the client sees the new epoch
@@ -107,7 +107,7 @@ pub async fn reorgs(
     State(ctx): State<ApiContext>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref())?;
+    let p = Params::parse(q.as_deref(), &["limit"])?;
     let limit = p.limit(20, 100)?;
     let rows = ctx.store.reorgs(limit).await?;
     Ok(envelope::ok(ReorgPage {

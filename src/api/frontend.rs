@@ -156,7 +156,7 @@ async fn query(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "At most this many (default 100)"),
     ),
     responses(
-        (status = 200, description = "`{\"data\": StreamRecord[]}`", body = Vec<StreamRecord>),
+        (status = 200, description = "`{\"data\": StreamRecord[]}`", body = super::types::Data<Vec<StreamRecord>>),
         (status = 400, description = "Invalid parameter", body = super::types::ErrorEnvelope),
     )
 )]
@@ -164,7 +164,7 @@ pub async fn list(
     State(ctx): State<ApiContext>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref())?;
+    let p = Params::parse(q.as_deref(), &["status", "recipient", "treasury", "limit"])?;
     let status = frontend_status(&p)?;
     let recipient = p.address("recipient")?;
     let sender = p.address("treasury")?;
@@ -181,7 +181,7 @@ pub async fn list(
     tag = "frontend",
     params(("id" = String, Path, description = "Stream id")),
     responses(
-        (status = 200, description = "`{\"data\": StreamRecord}`", body = StreamRecord),
+        (status = 200, description = "`{\"data\": StreamRecord}`", body = super::types::Data<StreamRecord>),
         (status = 400, description = "Invalid id", body = super::types::ErrorEnvelope),
         (status = 404, description = "Unknown stream", body = super::types::ErrorEnvelope),
     )
@@ -215,7 +215,7 @@ pub async fn one(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "At most this many (default 100)"),
     ),
     responses(
-        (status = 200, description = "`{\"data\": StreamRecord[]}`", body = Vec<StreamRecord>),
+        (status = 200, description = "`{\"data\": StreamRecord[]}`", body = super::types::Data<Vec<StreamRecord>>),
         (status = 400, description = "Invalid address", body = super::types::ErrorEnvelope),
     )
 )]
@@ -225,7 +225,7 @@ pub async fn by_recipient(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let recipient = params::check_address("address", &address)?;
-    let p = Params::parse(q.as_deref())?;
+    let p = Params::parse(q.as_deref(), &["status", "limit"])?;
     let status = frontend_status(&p)?;
     let limit = p.limit(100, LIST_MAX)?;
     Ok(envelope::data(
@@ -340,7 +340,7 @@ async fn compute_metrics(
     tag = "frontend",
     params(("treasury" = Option<String>, Query, description = "Only this sender's streams")),
     responses(
-        (status = 200, description = "`{\"data\": Metric[]}`", body = Vec<Metric>),
+        (status = 200, description = "`{\"data\": Metric[]}`", body = super::types::Data<Vec<Metric>>),
         (status = 400, description = "Invalid address", body = super::types::ErrorEnvelope),
     )
 )]
@@ -348,7 +348,7 @@ pub async fn treasury_metrics(
     State(ctx): State<ApiContext>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref())?;
+    let p = Params::parse(q.as_deref(), &["treasury"])?;
     let treasury = p.address("treasury")?;
     let key = treasury.clone().unwrap_or_default();
     {

@@ -11,10 +11,24 @@ use super::ApiError;
 pub struct Params(BTreeMap<String, String>);
 
 impl Params {
-    /// Parses a raw query string (`a=1&b=2`).
-    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+    /// Parses a raw query string (`a=1&b=2`) of an endpoint that takes the parameters
+    /// `allowed`; any other parameter is an error naming it.
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
         let mut map = BTreeMap::new();
         for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                return Err(ApiError::validation(
+                    &k,
+                    if allowed.is_empty() {
+                        "is not a parameter of this endpoint (it takes none)".to_string()
+                    } else {
+                        format!(
+                            "is not a parameter of this endpoint (it takes {})",
+                            allowed.join(", ")
+                        )
+                    },
+                ));
+            }
             if map.insert(k.to_string(), v.to_string()).is_some() {
                 return Err(ApiError::validation(&k, "is given more than once"));
             }
@@ -22,12 +36,9 @@ impl Params {
         Ok(Self(map))
     }
 
-    /// The raw value, when present (an empty value counts as absent).
+    /// The raw value, when the parameter is present.
     pub fn str(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.0.get(name).map(String::as_str)
     }
 
     /// An unsigned integer within `min..=max`.
@@ -97,26 +108,37 @@ mod tests {
 
     #[test]
     fn parameters_are_validated_by_name() {
-        let p = Params::parse(Some("limit=0&x=1")).unwrap();
+        let p = Params::parse(Some("limit=0"), &["limit"]).unwrap();
         let e = p.limit(20, 100).unwrap_err();
         assert_eq!(e.code, "VALIDATION_ERROR");
         assert!(e.message.contains("limit"), "{}", e.message);
         assert_eq!(
-            Params::parse(Some("limit=100"))
+            Params::parse(Some("limit=100"), &["limit"])
                 .unwrap()
                 .limit(20, 100)
                 .unwrap(),
             100
         );
-        assert_eq!(Params::parse(None).unwrap().limit(20, 100).unwrap(), 20);
-        assert!(Params::parse(Some("limit=abc"))
+        assert_eq!(
+            Params::parse(None, &["limit"])
+                .unwrap()
+                .limit(20, 100)
+                .unwrap(),
+            20
+        );
+        assert!(Params::parse(Some("limit=abc"), &["limit"])
             .unwrap()
             .limit(20, 100)
             .is_err());
-        assert!(Params::parse(Some("limit=1&limit=2")).is_err());
-        assert!(Params::parse(Some("sender=GABC"))
+        assert!(Params::parse(Some("limit=1&limit=2"), &["limit"]).is_err());
+        assert!(Params::parse(Some("sender=GABC"), &["sender"])
             .unwrap()
             .address("sender")
+            .is_err());
+        assert!(Params::parse(Some("x=1"), &["limit"]).is_err());
+        assert!(Params::parse(Some("limit="), &["limit"])
+            .unwrap()
+            .limit(20, 100)
             .is_err());
         assert!(stream_id("12").is_ok());
         assert!(stream_id("-1").is_err());

@@ -76,7 +76,10 @@ pub async fn list_streams(
     State(ctx): State<ApiContext>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref())?;
+    let p = Params::parse(
+        q.as_deref(),
+        &["status", "sender", "recipient", "limit", "cursor"],
+    )?;
     let status = status_param(&p, "status")?;
     let sender = p.address("sender")?;
     let recipient = p.address("recipient")?;
@@ -231,7 +234,7 @@ pub async fn get_stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = params::stream_id(&id)?;
-    let p = Params::parse(q.as_deref())?;
+    let p = Params::parse(q.as_deref(), &["at", "ledger"])?;
     let (s, at) = load_stream(&ctx, id, &p).await?;
     let obj = stream_object(&s, at, &ctx.view);
     let tag = etag(&s, &obj);
@@ -264,7 +267,7 @@ fn wants_sse(headers: &HeaderMap) -> bool {
     tag = "streams",
     params(
         ("id" = String, Path, description = "Stream id"),
-        ("after" = Option<i64>, Query, description = "Only events after this position"),
+        ("after" = Option<u64>, Query, minimum = 0, description = "Only events after this position"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size (default 100)"),
         ("Last-Event-ID" = Option<String>, Header, description = "SSE resume: the last event id received"),
     ),
@@ -282,7 +285,7 @@ pub async fn stream_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = params::stream_id(&id)?;
-    let p = Params::parse(q.as_deref())?;
+    let p = Params::parse(q.as_deref(), &["after", "limit"])?;
     let after = p.u64_in("after", 0, i64::MAX as u64)?.map(|a| a as i64);
     if ctx.store.stream(id).await?.is_none() {
         return Err(ApiError::not_found(format!("stream {id} not found")));

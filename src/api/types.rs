@@ -28,6 +28,12 @@ pub struct Envelope<T: ToSchema> {
     pub meta: Meta,
 }
 
+/// The frontend's flat body: `{"data": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Data<T: ToSchema> {
+    pub data: T,
+}
+
 /// `error` of the error envelope.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
