@@ -807,3 +807,79 @@ async fn server_sent_events_resume_and_heartbeat() {
         .unwrap();
     api.stop().await;
 }
+
+/// Real slowness from PostgreSQL: another session holds an exclusive lock on `streams`, so the
+/// API's read waits. With a short per-request timeout the client gets 408 `REQUEST_TIMEOUT`;
+/// with a long one, a shutdown begun while the request waits lets it finish (200) first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_and_graceful_shutdown_on_postgres() {
+    use sqlx::Connection;
+    let Some(db) = TempPgDatabase::create().await.unwrap() else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::from(
+        store::open(&DatabaseUrl::Postgres(db.url.clone()))
+            .await
+            .unwrap(),
+    );
+    let f = fill(store.clone()).await;
+    let id = f
+        .store
+        .list_streams(&StreamQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .stream_id;
+    let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+
+    // 1. Timeout.
+    let api = start(&f, |c| c.http.request_timeout_ms = 300).await;
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE streams IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let t = std::time::Instant::now();
+    let (st, _, body) = api.get(&format!("/api/streams/{id}")).await;
+    assert_eq!(st, StatusCode::REQUEST_TIMEOUT, "{body}");
+    assert_eq!(body["error"]["code"], "REQUEST_TIMEOUT");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    api.stop().await;
+
+    // 2. Graceful shutdown finishes the in-flight request.
+    let api = start(&f, |c| c.http.request_timeout_ms = 20_000).await;
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE streams IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let url = format!("{}/api/streams/{id}", api.base);
+    let client = api.http.clone();
+    let inflight = tokio::spawn(async move { client.get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = api.stop.send(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !api.server.task.is_finished(),
+        "the server quit with a request in flight"
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), inflight)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(10), api.server.task)
+        .await
+        .expect("server did not finish after its last request")
+        .unwrap()
+        .unwrap();
+    drop(locker);
+    drop(f);
+    drop(store);
+    db.drop_db().await.unwrap();
+}
