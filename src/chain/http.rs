@@ -279,7 +279,15 @@ impl HttpClient {
                     retry_in_ms: wait.as_millis() as u64,
                 });
             }
-            match self.attempt(url, body).await {
+            let started = Instant::now();
+            let result = self.attempt(url, body).await;
+            metrics::histogram!(
+                "fluxora_source_request_duration_seconds",
+                "source" => self.source,
+                "outcome" => if result.is_ok() { "ok" } else { "error" }
+            )
+            .record(started.elapsed().as_secs_f64());
+            match result {
                 Ok(v) => {
                     self.record(Ok(()));
                     return Ok(v);

@@ -183,6 +183,11 @@ fn now_unix() -> u64 {
 
 /// The store rows of one bundle's events.
 pub fn bundle_events(b: &LedgerBundle) -> Vec<NewEvent> {
+    let unrecognized = b.unrecognized_events();
+    if unrecognized > 0 {
+        metrics::counter!("fluxora_decode_unrecognized_events_total")
+            .increment(unrecognized as u64);
+    }
     b.txs
         .iter()
         .flat_map(|tx| tx.events.iter())
