@@ -3,7 +3,7 @@
 //! A store holding 100,000 streams (`FLUXORA_BENCH_STREAMS`): a generated chain is ingested for
 //! realistic stream states, which are then replicated under new ids (other senders and
 //! recipients) through the store's own append path. The API server runs on loopback; a tokio
-//! load generator in the same process keeps 64 connections (`FLUXORA_BENCH_CONNS`) busy for
+//! load generator in the same process (a minimal HTTP/1.1 keep-alive client) keeps 64 connections (`FLUXORA_BENCH_CONNS`) busy for
 //! 10 s (`FLUXORA_BENCH_SECS`) per endpoint. Prints, per store and endpoint,
 //! `api <endpoint> rps=<n> p50_ms=<n> p99_ms=<n>` (`<store>` in the trailing note).
 //!
@@ -177,9 +177,62 @@ struct Figures {
     cpu_us_per_req: u64,
 }
 
+/// A minimal HTTP/1.1 keep-alive client on one connection: the load generator must cost the
+/// shared two cores as little as possible (a full client library costs about as much CPU per
+/// request as the server).
+struct Conn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> std::io::Result<Self> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Self {
+            stream: tokio::io::BufReader::with_capacity(64 * 1024, s),
+            host: addr.to_string(),
+        })
+    }
+
+    /// GET `path`; returns the status code after reading the whole body.
+    async fn get(&mut self, path: &str) -> std::io::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        self.stream.get_mut().write_all(req.as_bytes()).await?;
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| bad("no status line"))?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(bad("connection closed in the headers"));
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().map_err(|_| bad("content-length"))?;
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).await?;
+        Ok(status)
+    }
+}
+
 /// `conns` workers, each on its own keep-alive connection, for `secs` seconds.
 async fn load(
-    base: &str,
+    addr: &str,
     paths: Arc<Vec<String>>,
     conns: usize,
     secs: u64,
@@ -189,11 +242,8 @@ async fn load(
     let start = Instant::now();
     let cpu0 = cpu_time();
     for w in 0..conns {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()
-            .map_err(|e| e.to_string())?;
-        let base = base.to_string();
+        let mut conn = Conn::open(addr).await.map_err(|e| e.to_string())?;
+        let addr = addr.to_string();
         let paths = paths.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
@@ -204,13 +254,16 @@ async fn load(
                 let p = &paths[i % paths.len()];
                 i += 1;
                 let t = Instant::now();
-                match client.get(format!("{base}{p}")).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        if r.bytes().await.is_err() {
-                            errors += 1;
+                match conn.get(p).await {
+                    Ok(200) => {}
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        match Conn::open(&addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => break,
                         }
                     }
-                    _ => errors += 1,
                 }
                 lat.push(t.elapsed().as_micros() as u32);
             }
@@ -285,7 +338,7 @@ async fn run(backend: &str, url: DatabaseUrl) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let base = format!("http://{}", server.addr);
+    let base = server.addr.to_string();
     // Spread over the id space (pseudo-random order).
     let mut by_id: Vec<String> = ids.iter().map(|i| format!("/api/streams/{i}")).collect();
     let n = by_id.len();
