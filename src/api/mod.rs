@@ -3,6 +3,7 @@
 //! and the middleware stack (request ids, CORS, body limit, timeout, per-IP rate limit, security
 //! headers, metrics).
 
+pub mod admin_webhooks;
 pub mod envelope;
 pub mod error;
 pub mod health;
@@ -24,10 +25,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 pub use error::ApiError;
 
 use crate::chain::LedgerSource;
-use crate::config::{CorsOrigins, HttpSettings};
+use crate::config::{CorsOrigins, HttpSettings, Secret};
 use crate::ingest::IndexerStatus;
 use crate::projection::view::ViewOptions;
 use crate::store::Store;
+use crate::webhooks::WebhookAdmin;
 
 /// Everything a handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -46,6 +48,10 @@ pub struct ApiContext {
     pub ws_connections: Arc<AtomicUsize>,
     /// Fires when the server shuts down: long-lived responses (SSE, WebSocket) end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// The admin API's bearer key; `None`: the admin API answers 503 (not configured).
+    pub admin_api_key: Option<Secret>,
+    /// The webhook admin operations (`/api/admin/webhooks`).
+    pub webhooks: WebhookAdmin,
 }
 
 /// The whole application router.
@@ -54,6 +60,7 @@ pub fn router(ctx: ApiContext) -> Router {
     let limiter = middleware::RateLimit::new(ctx.http.rate_limit_per_minute);
     let routes = Router::new()
         .merge(health::routes())
+        .merge(admin_webhooks::routes(ctx.clone()))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(ctx.clone());
