@@ -1099,6 +1099,13 @@ async fn admin_api(mut h: H) {
     h.ledger(&[1, 2, 3], None).await;
     h.ledger(&[1], None).await;
     wait_for("events", 10, || async { rx.got().len() == 5 }).await;
+    wait_for("recorded", 10, || async {
+        h.deliveries(&id)
+            .await
+            .iter()
+            .all(|d| d.state == "delivered")
+    })
+    .await;
     let v: Value = auth(c.get(format!("{base}/{id}/deliveries?limit=2")))
         .send()
         .await

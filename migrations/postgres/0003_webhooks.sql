@@ -40,12 +40,15 @@ CREATE TABLE webhook_deliveries (
     last_status      BIGINT,
     last_error       TEXT,
     reverted         BOOLEAN NOT NULL DEFAULT FALSE,
+    head             BOOLEAN NOT NULL DEFAULT FALSE,
+    in_line          BOOLEAN NOT NULL DEFAULT TRUE,
     created_at       BIGINT  NOT NULL,
     updated_at       BIGINT  NOT NULL,
     delivered_at     BIGINT
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, id) WHERE state = 'pending';
-CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, order_key, id) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_ready ON webhook_deliveries (next_attempt_at, id) WHERE state = 'pending' AND head;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_line ON webhook_deliveries (endpoint_id, order_key, id) WHERE state = 'pending' AND in_line;
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id);
 CREATE INDEX webhook_deliveries_by_position ON webhook_deliveries (position) WHERE position IS NOT NULL;
 

@@ -25,8 +25,10 @@ CREATE TABLE webhook_endpoints (
 );
 
 -- The outbox: one row per (event, matching endpoint), written in the transaction that appends
--- the event; plus stream.reverted, replay and ping rows. Rows of one (endpoint, order_key) go out
--- in id order.
+-- the event; plus stream.reverted, replay and ping rows. Rows of one (endpoint, order_key) form a
+-- line that goes out in id order: only its first pending row has `head` set, and only heads are
+-- claimed, so a claim costs what it takes, not the backlog. Every write that adds, removes or
+-- finishes rows of a line sets `head` on the line's first pending row again.
 CREATE TABLE webhook_deliveries (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
     delivery_id      TEXT    NOT NULL UNIQUE,                  -- dlv_<32 hex>: x-fluxora-delivery-id, webhook-id
@@ -47,12 +49,15 @@ CREATE TABLE webhook_deliveries (
     last_status      INTEGER,
     last_error       TEXT,
     reverted         BOOLEAN NOT NULL DEFAULT FALSE,           -- its event was rolled back after delivery
+    head             BOOLEAN NOT NULL DEFAULT FALSE,           -- first pending row of its line (claimable)
+    in_line          BOOLEAN NOT NULL DEFAULT TRUE,            -- FALSE: out of line (a dead row retried by hand)
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     delivered_at     INTEGER
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, id) WHERE state = 'pending';
-CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, order_key, id) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_ready ON webhook_deliveries (next_attempt_at, id) WHERE state = 'pending' AND head;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_line ON webhook_deliveries (endpoint_id, order_key, id) WHERE state = 'pending' AND in_line;
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id);
 CREATE INDEX webhook_deliveries_by_position ON webhook_deliveries (position) WHERE position IS NOT NULL;
 

@@ -20,6 +20,44 @@ use crate::config::Secret;
 /// `LISTEN` channel: deliveries were queued outside an append (replay, ping, manual retry).
 pub const NOTIFY_WEBHOOKS: &str = "fluxora_webhooks";
 
+/// Advisory-lock class of outbox lines ("wh").
+const LINE_LOCK_CLASS: i32 = 0x7768;
+
+/// Takes the lines' transaction-scoped locks (in hash order: no deadlock between writers) and sets
+/// `head` on each line's first pending in-line row. The locks make a writer that adds rows to a
+/// line and one that finishes its head see each other's work: without them both could miss the
+/// row to promote under READ COMMITTED.
+pub(super) async fn ensure_heads(
+    tx: &mut Transaction<'_, Postgres>,
+    lines: &super::sqlite_outbox::Lines,
+) -> Result<(), StoreError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let e: Vec<String> = lines.iter().map(|l| l.0.clone()).collect();
+    let k: Vec<String> = lines.iter().map(|l| l.1.clone()).collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($3, h) FROM (SELECT DISTINCT hashtext(e || '/' || k) AS h \
+         FROM UNNEST($1::text[], $2::text[]) AS g(e, k) ORDER BY 1) x",
+    )
+    .bind(&e)
+    .bind(&k)
+    .bind(LINE_LOCK_CLASS)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE webhook_deliveries SET head = TRUE WHERE NOT head AND id IN (SELECT (SELECT \
+         MIN(d.id) FROM webhook_deliveries d WHERE d.state = 'pending' AND d.in_line \
+         AND d.endpoint_id = g.e AND d.order_key = g.k) FROM UNNEST($1::text[], $2::text[]) \
+         AS g(e, k))",
+    )
+    .bind(&e)
+    .bind(&k)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// See `sqlite_outbox::enqueue`.
 pub(super) async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,
@@ -122,6 +160,11 @@ pub(super) async fn enqueue(
     .bind(now)
     .execute(&mut **tx)
     .await?;
+    let lines: super::sqlite_outbox::Lines = routed
+        .iter()
+        .map(|r| (r.endpoint_id.to_string(), stream_key(r.event.stream_id)))
+        .collect();
+    ensure_heads(tx, &lines).await?;
     Ok(routed.len())
 }
 
@@ -150,8 +193,12 @@ pub(super) async fn rollback_outbox(
     let mut payloads = Vec::new();
     let mut dropped = Vec::new();
     let mut mark = Vec::new();
+    let mut lines = super::sqlite_outbox::Lines::new();
     for r in &rows {
         let pk: i64 = r.try_get(0)?;
+        if let Some(k) = r.try_get::<Option<String>, _>(7)? {
+            lines.insert((r.try_get(2)?, k));
+        }
         let state: String = r.try_get(8)?;
         let lease: Option<i64> = r.try_get(9)?;
         let in_flight = state == STATE_PENDING && lease.is_some_and(|l| l > now);
@@ -207,6 +254,7 @@ pub(super) async fn rollback_outbox(
         .execute(&mut **tx)
         .await?;
     }
+    ensure_heads(tx, &lines).await?;
     Ok(ids.len())
 }
 
@@ -449,7 +497,7 @@ impl WebhookStore for PgWebhooks {
     async fn retry_dead(&self, pk: i64, now: i64) -> Result<bool, StoreError> {
         let n = sqlx::query(
             "UPDATE webhook_deliveries SET state = 'pending', tries = 0, next_attempt_at = $1, \
-             updated_at = $1 WHERE id = $2 AND state = 'dead'",
+             updated_at = $1, head = TRUE, in_line = FALSE WHERE id = $2 AND state = 'dead'",
         )
         .bind(now)
         .bind(pk)
@@ -466,10 +514,12 @@ impl WebhookStore for PgWebhooks {
         if rows.is_empty() {
             return Ok(());
         }
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO webhook_deliveries (delivery_id, endpoint_id, kind, event_type, \
              event_id, position, ledger, order_key, payload, state, next_attempt_at, created_at, \
-             updated_at) SELECT i, ep, k, t, ev, p, l, o, pl, 'pending', $10, $10, $10 \
+             updated_at, head) SELECT i, ep, k, t, ev, p, l, o, pl, 'pending', $10, $10, $10, \
+             o IS NULL \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
              $6::bigint[], $7::bigint[], $8::text[], $9::text[]) AS u(i, ep, k, t, ev, p, l, o, pl)",
         )
@@ -487,8 +537,14 @@ impl WebhookStore for PgWebhooks {
         )
         .bind(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let lines: super::sqlite_outbox::Lines = rows
+            .iter()
+            .filter_map(|r| r.stream_id.map(|s| (r.endpoint_id.clone(), stream_key(s))))
+            .collect();
+        ensure_heads(&mut tx, &lines).await?;
+        tx.commit().await?;
         self.notify().await
     }
 
@@ -501,16 +557,19 @@ impl WebhookStore for PgWebhooks {
         exclude: &[String],
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let lease_until = now + lease_ms;
+        // Losing a lease or an outcome in a crash only means sending again (at least once), so
+        // these transactions do not wait for the WAL flush.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "WITH c AS (SELECT d.id FROM webhook_deliveries d \
              JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled \
              WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
              AND (d.lease_until IS NULL OR d.lease_until <= $1) \
-             AND (d.ledger = 0 OR d.ledger <= COALESCE((SELECT safe_ledger FROM ingest_cursor \
-             WHERE id = 1), -1)) \
-             AND (d.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_deliveries p \
-             WHERE p.endpoint_id = d.endpoint_id AND p.order_key = d.order_key \
-             AND p.state = 'pending' AND p.id < d.id)) \
+             AND d.head AND (d.ledger = 0 OR d.ledger <= COALESCE((SELECT safe_ledger \
+             FROM ingest_cursor WHERE id = 1), -1)) \
              AND NOT (d.endpoint_id = ANY($5)) \
              ORDER BY d.next_attempt_at, d.id LIMIT $4 FOR UPDATE OF d SKIP LOCKED) \
              UPDATE webhook_deliveries w SET lease_owner = $2, lease_until = $3 FROM c \
@@ -521,8 +580,9 @@ impl WebhookStore for PgWebhooks {
         .bind(lease_until)
         .bind(i64::from(limit))
         .bind(exclude)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -584,6 +644,9 @@ impl WebhookStore for PgWebhooks {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let mut ids = Vec::with_capacity(results.len());
         let mut states = Vec::with_capacity(results.len());
         let mut next = Vec::with_capacity(results.len());
@@ -599,13 +662,15 @@ impl WebhookStore for PgWebhooks {
             errors.push(r.attempt.error.clone());
             delivered.push(d);
         }
-        let updated: Vec<(i64, i64)> = sqlx::query_as(
+        let updated: Vec<(i64, i64, String, Option<String>, bool, String)> = sqlx::query_as(
             "UPDATE webhook_deliveries d SET state = u.s, attempts = d.attempts + 1, \
              tries = d.tries + 1, next_attempt_at = u.n, lease_owner = NULL, lease_until = NULL, \
              last_status = u.st, last_error = u.er, delivered_at = COALESCE(u.dl, d.delivered_at), \
-             updated_at = $7 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], \
+             updated_at = $7, head = CASE WHEN u.s = 'pending' THEN d.head ELSE FALSE END \
+             FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], \
              $5::text[], $6::bigint[]) AS u(id, s, n, st, er, dl) \
-             WHERE d.id = u.id AND d.lease_owner = $8 RETURNING d.id, d.attempts",
+             WHERE d.id = u.id AND d.lease_owner = $8 \
+             RETURNING d.id, d.attempts, d.endpoint_id, d.order_key, d.in_line, d.state",
         )
         .bind(&ids)
         .bind(&states)
@@ -617,7 +682,13 @@ impl WebhookStore for PgWebhooks {
         .bind(owner)
         .fetch_all(&mut *tx)
         .await?;
-        let attempt_no: HashMap<i64, i64> = updated.into_iter().collect();
+        let lines: super::sqlite_outbox::Lines = updated
+            .iter()
+            .filter(|u| u.4 && u.5 != STATE_PENDING)
+            .filter_map(|u| u.3.clone().map(|k| (u.2.clone(), k)))
+            .collect();
+        ensure_heads(&mut tx, &lines).await?;
+        let attempt_no: HashMap<i64, i64> = updated.into_iter().map(|u| (u.0, u.1)).collect();
         let done: Vec<(&AttemptResult, i64)> = results
             .iter()
             .filter_map(|r| attempt_no.get(&r.pk).map(|n| (r, *n)))
@@ -724,7 +795,7 @@ impl WebhookStore for PgWebhooks {
     async fn next_due(&self, after: i64) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending' \
-             AND next_attempt_at > $1",
+             AND head AND next_attempt_at > $1",
         )
         .bind(after)
         .fetch_one(&self.pool)

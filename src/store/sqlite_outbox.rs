@@ -24,6 +24,30 @@ pub(super) const DELIVERY_COLUMNS: &str = "id, delivery_id, endpoint_id, kind, e
      event_id, position, ledger, order_key, state, attempts, next_attempt_at, last_status, \
      last_error, reverted, created_at, updated_at, delivered_at";
 
+/// Lines `(endpoint, order key)`.
+pub(super) type Lines = std::collections::BTreeSet<(String, String)>;
+
+/// Sets `head` on the first pending in-line row of each line (a no-op where it is set).
+pub(super) async fn ensure_heads(
+    tx: &mut Transaction<'_, Sqlite>,
+    lines: &Lines,
+) -> Result<(), StoreError> {
+    let lines: Vec<&(String, String)> = lines.iter().collect();
+    for chunk in lines.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH g(e, k) AS (");
+        qb.push_values(chunk, |mut b, (e, k)| {
+            b.push_bind(e.as_str()).push_bind(k.as_str());
+        });
+        qb.push(
+            ") UPDATE webhook_deliveries SET head = TRUE WHERE head = FALSE AND id IN \
+             (SELECT (SELECT MIN(d.id) FROM webhook_deliveries d WHERE d.state = 'pending' \
+             AND d.in_line AND d.endpoint_id = g.e AND d.order_key = g.k) FROM g)",
+        );
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Routes the batch's fresh events to the enabled endpoints and inserts their delivery rows, in
 /// the append transaction. Returns how many rows were written.
 pub(super) async fn enqueue(
@@ -96,6 +120,11 @@ pub(super) async fn enqueue(
         });
         qb.build().execute(&mut **tx).await?;
     }
+    let lines: Lines = routed
+        .iter()
+        .map(|r| (r.endpoint_id.to_string(), stream_key(r.event.stream_id)))
+        .collect();
+    ensure_heads(tx, &lines).await?;
     Ok(routed.len())
 }
 
@@ -122,8 +151,12 @@ pub(super) async fn rollback_outbox(
     let mut reverted = Vec::new();
     let mut dropped = Vec::new();
     let mut mark = Vec::new();
+    let mut lines = Lines::new();
     for r in &rows {
         let pk: i64 = r.try_get(0)?;
+        if let Some(k) = r.try_get::<Option<String>, _>(7)? {
+            lines.insert((r.try_get(2)?, k));
+        }
         let state: String = r.try_get(8)?;
         let lease: Option<i64> = r.try_get(9)?;
         let in_flight = state == STATE_PENDING && lease.is_some_and(|l| l > now);
@@ -192,6 +225,7 @@ pub(super) async fn rollback_outbox(
         });
         qb.build().execute(&mut **tx).await?;
     }
+    ensure_heads(tx, &lines).await?;
     Ok(reverted.len())
 }
 
@@ -491,7 +525,7 @@ impl WebhookStore for SqliteWebhooks {
     async fn retry_dead(&self, pk: i64, now: i64) -> Result<bool, StoreError> {
         let n = sqlx::query(
             "UPDATE webhook_deliveries SET state = 'pending', tries = 0, next_attempt_at = ?, \
-             updated_at = ? WHERE id = ? AND state = 'dead'",
+             updated_at = ?, head = TRUE, in_line = FALSE WHERE id = ? AND state = 'dead'",
         )
         .bind(now)
         .bind(now)
@@ -508,7 +542,7 @@ impl WebhookStore for SqliteWebhooks {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO webhook_deliveries (delivery_id, endpoint_id, kind, event_type, \
                  event_id, position, ledger, order_key, payload, state, next_attempt_at, \
-                 created_at, updated_at) ",
+                 created_at, updated_at, head) ",
             );
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(&r.delivery_id)
@@ -523,10 +557,16 @@ impl WebhookStore for SqliteWebhooks {
                     .push_bind(STATE_PENDING)
                     .push_bind(now)
                     .push_bind(now)
-                    .push_bind(now);
+                    .push_bind(now)
+                    .push_bind(r.stream_id.is_none());
             });
             qb.build().execute(&mut *tx).await?;
         }
+        let lines: Lines = rows
+            .iter()
+            .filter_map(|r| r.stream_id.map(|s| (r.endpoint_id.clone(), stream_key(s))))
+            .collect();
+        ensure_heads(&mut tx, &lines).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -555,10 +595,8 @@ impl WebhookStore for SqliteWebhooks {
             .push(" AND (d.lease_until IS NULL OR d.lease_until <= ")
             .push_bind(now)
             .push(
-                ") AND (d.ledger = 0 OR d.ledger <= COALESCE((SELECT safe_ledger FROM \
-                 ingest_cursor WHERE id = 1), -1)) AND (d.order_key IS NULL OR NOT EXISTS \
-                 (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id \
-                 AND p.order_key = d.order_key AND p.state = 'pending' AND p.id < d.id))",
+                ") AND d.head AND (d.ledger = 0 OR d.ledger <= COALESCE((SELECT safe_ledger \
+                 FROM ingest_cursor WHERE id = 1), -1))",
             );
         if !exclude.is_empty() {
             qb.push(" AND d.endpoint_id NOT IN (");
@@ -643,13 +681,16 @@ impl WebhookStore for SqliteWebhooks {
         }
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut done: Vec<(&AttemptResult, i64)> = Vec::with_capacity(results.len());
+        let mut lines = Lines::new();
         for r in results {
             let (state, next, delivered) = outcome_columns(r.outcome, now);
-            let n: Option<i64> = sqlx::query_scalar(
-                "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, \
-                 tries = tries + 1, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, \
-                 last_status = ?, last_error = ?, delivered_at = COALESCE(?, delivered_at), \
-                 updated_at = ? WHERE id = ? AND lease_owner = ? RETURNING attempts",
+            let row = sqlx::query(
+                "UPDATE webhook_deliveries SET state = ?1, attempts = attempts + 1, \
+                 tries = tries + 1, next_attempt_at = ?2, lease_owner = NULL, lease_until = NULL, \
+                 last_status = ?3, last_error = ?4, delivered_at = COALESCE(?5, delivered_at), \
+                 updated_at = ?6, head = CASE WHEN ?1 = 'pending' THEN head ELSE FALSE END \
+                 WHERE id = ?7 AND lease_owner = ?8 RETURNING attempts, endpoint_id, order_key, \
+                 in_line",
             )
             .bind(state)
             .bind(next)
@@ -661,10 +702,16 @@ impl WebhookStore for SqliteWebhooks {
             .bind(owner)
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(n) = n {
-                done.push((r, n));
+            if let Some(row) = row {
+                done.push((r, row.try_get(0)?));
+                let key: Option<String> = row.try_get(2)?;
+                let in_line: bool = row.try_get(3)?;
+                if let (Some(k), true, false) = (key, in_line, state == STATE_PENDING) {
+                    lines.insert((row.try_get(1)?, k));
+                }
             }
         }
+        ensure_heads(&mut tx, &lines).await?;
         for chunk in done.chunks(CHUNK) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO webhook_attempts (delivery_pk, attempt, started_at, duration_ms, \
@@ -743,7 +790,7 @@ impl WebhookStore for SqliteWebhooks {
     async fn next_due(&self, after: i64) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending' \
-             AND next_attempt_at > ?",
+             AND head AND next_attempt_at > ?",
         )
         .bind(after)
         .fetch_one(&self.reader)

@@ -44,7 +44,7 @@ const RESPONSE_SNIPPET: usize = 1024;
 /// Results written per transaction at most.
 const FLUSH_MAX: usize = 512;
 /// How long the completer gathers results before writing.
-const FLUSH_EVERY: Duration = Duration::from_millis(5);
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -276,8 +276,10 @@ impl Dispatcher {
         }
     }
 
-    fn owner(&self, worker: usize) -> String {
-        format!("{}-w{worker}", self.process)
+    /// The lease owner: one per process (a lease keeps a row from every other claim; the owner
+    /// only says whose outcome may be written), so one transaction records all workers' results.
+    fn owner(&self, _worker: usize) -> String {
+        self.process.clone()
     }
 
     async fn worker(
@@ -296,7 +298,11 @@ impl Dispatcher {
             }
             let free = slots.available_permits();
             let mut full = false;
-            if free > 0 {
+            // Claim in batches: a claim is a transaction, worth it for a quarter of the slots.
+            let batch = (self.cfg.concurrency as usize / 4).max(1);
+            if free >= batch
+                || (free > 0 && slots.available_permits() == self.cfg.concurrency as usize)
+            {
                 let exclude = self.saturated();
                 match self
                     .ws
