@@ -815,6 +815,7 @@ async fn safe_ledger_and_rollback(mut h: H) {
     );
     let l3 = h.ledger(&[1], Some(l2)).await;
     wait_for("the two safe ones", 10, || async { rx.got().len() == 2 }).await;
+    wait_for("recorded", 10, || async { delivered(&h, &ep).await == 2 }).await;
     assert_eq!(h.store.safe_ledger().await.unwrap(), Some(l2));
     let _l4 = h.ledger(&[1], Some(l2)).await;
     // Roll back to l1: l2's delivery was delivered (-> stream.reverted), l3/l4's were not
