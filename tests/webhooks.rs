@@ -616,6 +616,45 @@ async fn gone(mut h: H) {
 }
 both!(gone);
 
+/// An endpoint that keeps failing (no success at all) for `disable_after` is disabled.
+async fn failing_too_long(mut h: H) {
+    let rx = Rx::new();
+    rx.set(|_, _| Reply::Status(502));
+    let server = serve(&rx, "127.0.0.1:0".parse().unwrap()).await;
+    let admin = h.admin(None);
+    let (ep, _) = endpoint(&admin, url(server.addr)).await;
+    h.ledger(&[1, 2], None).await;
+    let mut c = cfg();
+    c.retry_schedule = vec![Duration::from_millis(100); 50];
+    c.disable_after = Duration::from_millis(700);
+    let run = start(&h.store, c);
+    let t0 = Instant::now();
+    wait_for("disabled", 15, || async {
+        !admin.get(&ep).await.unwrap().enabled
+    })
+    .await;
+    assert!(t0.elapsed() >= Duration::from_millis(600));
+    let e = admin.get(&ep).await.unwrap();
+    assert!(
+        e.disabled_reason
+            .as_deref()
+            .unwrap()
+            .contains("failing continuously"),
+        "{e:?}"
+    );
+    assert!(e.failing_since.is_some());
+    // Its deliveries stay queued (pending), retryable once it is enabled again.
+    assert!(h
+        .deliveries(&ep)
+        .await
+        .iter()
+        .all(|d| d.state == "pending" && d.attempts >= 2));
+    run.stop().await;
+    server.task.abort();
+    h.finish().await;
+}
+both!(failing_too_long);
+
 /// Secret rotation: during the grace window both signatures are sent, so a consumer still on
 /// the old secret and one already on the new one both verify (with our `verify` and with the
 /// independent Standard Webhooks implementation); after it, only the new one.

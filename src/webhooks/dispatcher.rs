@@ -312,7 +312,14 @@ impl Dispatcher {
                     Ok(rows) => {
                         full = rows.len() == free;
                         let mut give_back = Vec::new();
+                        let timeout_ms = self.cfg.attempt_timeout.as_millis() as i64;
                         for d in rows {
+                            // Never start an attempt that could outlive the lease: another
+                            // worker may claim the row once it has passed.
+                            if now_ms() + timeout_ms >= d.lease_until {
+                                give_back.push(d.pk);
+                                continue;
+                            }
                             if !self.take_slot(&d.endpoint_id) {
                                 give_back.push(d.pk);
                                 continue;
