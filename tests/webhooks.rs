@@ -39,6 +39,7 @@ fn address(n: u8) -> String {
 
 struct H {
     store: Arc<dyn Store>,
+    url: String,
     _dir: Option<tempfile::TempDir>,
     pg: Option<TempPgDatabase>,
     next: u32,
@@ -49,9 +50,12 @@ impl H {
     async fn sqlite() -> H {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("wh.db").display());
-        let store = store::open(&DatabaseUrl::Sqlite(url)).await.unwrap();
+        let store = store::open(&DatabaseUrl::Sqlite(url.clone()))
+            .await
+            .unwrap();
         H {
             store: Arc::from(store),
+            url,
             _dir: Some(dir),
             pg: None,
             next: 100,
@@ -66,6 +70,7 @@ impl H {
             .unwrap();
         Some(H {
             store: Arc::from(store),
+            url: db.url.clone(),
             _dir: None,
             pg: Some(db),
             next: 100,
@@ -88,6 +93,15 @@ impl H {
     }
 
     async fn ledger_on(&mut self, streams: &[u64], safe: Option<u32>, branch: u32) -> u32 {
+        self.try_ledger(streams, safe, branch).await.unwrap()
+    }
+
+    async fn try_ledger(
+        &mut self,
+        streams: &[u64],
+        safe: Option<u32>,
+        branch: u32,
+    ) -> Result<u32, fluxora::store::StoreError> {
         let seq = self.next;
         let hash = ledger_hash(branch, seq);
         let ledger = fluxora::store::LedgerRecord {
@@ -142,11 +156,10 @@ impl H {
                 },
                 safe_ledger: Some(safe.unwrap_or(seq)),
             })
-            .await
-            .unwrap();
+            .await?;
         self.prev = hash;
         self.next += 1;
-        seq
+        Ok(seq)
     }
 
     fn admin(&self, d: Option<&Dispatcher>) -> WebhookAdmin {
@@ -615,6 +628,63 @@ async fn gone(mut h: H) {
     h.finish().await;
 }
 both!(gone);
+
+/// Design invariant 1: outbox rows commit with their batch. A failure writing them (injected in
+/// the database) fails the whole append: no ledger, event or cursor of the batch is stored; once
+/// the fault is gone the same batch commits with its deliveries.
+async fn outbox_rows_commit_with_the_batch(mut h: H) {
+    use sqlx::Connection;
+    let admin = h.admin(None);
+    let (ep, _) = endpoint(&admin, "http://127.0.0.1:9/hook".into()).await;
+    h.ledger(&[1], None).await;
+    let tip = h.store.tip().await.unwrap().unwrap().sequence;
+    let events = h.store.event_count().await.unwrap();
+    let pg = h.pg.is_some();
+    let db_url = h.url.clone();
+    let exec = |sql: &'static str| {
+        let url = db_url.clone();
+        async move {
+            if pg {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            } else {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
+        }
+    };
+    if pg {
+        exec(
+            "CREATE FUNCTION outbox_poison() RETURNS trigger AS $$ BEGIN \
+             RAISE EXCEPTION 'injected outbox failure'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER outbox_poison BEFORE INSERT ON webhook_deliveries FOR EACH ROW \
+             EXECUTE FUNCTION outbox_poison();",
+        )
+        .await;
+    } else {
+        exec(
+            "CREATE TRIGGER outbox_poison BEFORE INSERT ON webhook_deliveries \
+             BEGIN SELECT RAISE(ABORT, 'injected outbox failure'); END;",
+        )
+        .await;
+    }
+    let err = h.try_ledger(&[1, 2], None, 0).await.unwrap_err();
+    assert!(err.to_string().contains("injected outbox failure"), "{err}");
+    assert_eq!(h.store.tip().await.unwrap().unwrap().sequence, tip);
+    assert_eq!(h.store.event_count().await.unwrap(), events);
+    assert_eq!(h.store.cursor().await.unwrap().unwrap().ledger, tip);
+    assert_eq!(h.deliveries(&ep).await.len(), 1);
+    if pg {
+        exec("DROP TRIGGER outbox_poison ON webhook_deliveries").await;
+    } else {
+        exec("DROP TRIGGER outbox_poison").await;
+    }
+    h.ledger(&[1, 2], None).await;
+    assert_eq!(h.store.event_count().await.unwrap(), events + 2);
+    assert_eq!(h.deliveries(&ep).await.len(), 3);
+    h.finish().await;
+}
+both!(outbox_rows_commit_with_the_batch);
 
 /// An endpoint that keeps failing (no success at all) for `disable_after` is disabled.
 async fn failing_too_long(mut h: H) {
