@@ -119,6 +119,7 @@ async fn fill(store: Arc<dyn Store>, want: u64) -> Result<(Vec<u64>, Vec<String>
                     versions,
                     ..Default::default()
                 },
+                ..Default::default()
             })
             .await
             .map_err(|e| e.to_string())?;

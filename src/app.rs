@@ -16,9 +16,10 @@ use crate::chain::horizon::HorizonSource;
 use crate::chain::http::HttpPolicy;
 use crate::chain::rpc::RpcSource;
 use crate::chain::{ContractFilter, LedgerSource};
-use crate::config::{DatabaseUrl, Settings, SourceKind};
+use crate::config::{DatabaseUrl, Secret, Settings, SourceKind, TargetPolicy, WebhookSettings};
 use crate::ingest::{IndexerState, IndexerStatus, IngestConfig, IngestError, Ingestor};
 use crate::store::Store;
+use crate::webhooks::{Dispatcher, DispatcherConfig, WebhookAdmin};
 
 /// Errors of the long-running commands.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,7 @@ pub enum AppError {
 }
 
 /// The API context both commands serve.
+#[allow(clippy::too_many_arguments)]
 fn api_context(
     store: Arc<dyn Store>,
     status: watch::Receiver<IndexerStatus>,
@@ -49,6 +51,8 @@ fn api_context(
     network: Option<String>,
     http: HttpSettings,
     shutdown: watch::Receiver<bool>,
+    admin_api_key: Option<Secret>,
+    webhooks: WebhookAdmin,
 ) -> ApiContext {
     ApiContext {
         status,
@@ -56,7 +60,55 @@ fn api_context(
         network,
         http,
         shutdown,
+        admin_api_key,
+        webhooks,
         ..ApiContext::new(store, view)
+    }
+}
+
+/// The webhook dispatcher of this process (none with `WEBHOOK_WORKERS=0`) and the admin
+/// operations, which wake it after queueing.
+fn webhooks(
+    store: &Arc<dyn Store>,
+    settings: &WebhookSettings,
+    view: &ViewOptions,
+) -> Result<(Option<Arc<Dispatcher>>, WebhookAdmin), AppError> {
+    let dispatcher = if settings.workers > 0 {
+        Some(Arc::new(
+            Dispatcher::new(
+                &**store,
+                DispatcherConfig::from_settings(settings, view.clone()),
+            )
+            .map_err(AppError::Invalid)?,
+        ))
+    } else {
+        None
+    };
+    let admin = WebhookAdmin::new(
+        store.clone(),
+        settings.allow_private_targets,
+        settings.rotation_grace,
+        dispatcher.as_ref().map(|d| d.waker()),
+    );
+    Ok((dispatcher, admin))
+}
+
+fn spawn_dispatcher(
+    d: Option<Arc<Dispatcher>>,
+    stop: watch::Receiver<bool>,
+    notices: Option<tokio::sync::broadcast::Receiver<crate::ingest::Notice>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    d.map(|d| tokio::spawn(d.run(stop, notices)))
+}
+
+/// Waits for the dispatcher to record its in-flight attempts (bounded).
+async fn stop_dispatcher(task: Option<tokio::task::JoinHandle<()>>, bound: Duration) {
+    if let Some(t) = task {
+        if tokio::time::timeout(bound, t).await.is_err() {
+            tracing::warn!(
+                "the webhook dispatcher did not stop in time; its claims expire by lease"
+            );
+        }
     }
 }
 
@@ -187,6 +239,8 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_signal_handler(stop_tx.clone());
+    let (dispatcher, admin) = webhooks(&store, &settings.webhooks, &view)?;
+    let bound = settings.webhooks.attempt_timeout + Duration::from_secs(5);
     if !ingest {
         let (_status_tx, status_rx) = watch::channel(IndexerStatus::new());
         let mut ctx = api_context(
@@ -197,13 +251,17 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
             settings.network_passphrase.clone(),
             settings.http.clone(),
             stop_rx.clone(),
+            settings.admin_api_key.clone(),
+            admin,
         );
         ctx.asset = settings.token_symbol.clone();
         let server = start_api(settings.listen_addr, ctx).await?;
         tracing::info!(addr = %server.addr, "serving the API only (no ingestion)");
+        let dispatch = spawn_dispatcher(dispatcher, stop_rx.clone(), None);
         let mut stop = stop_rx;
         let _ = stop.wait_for(|s| *s).await;
         stop_api(server).await;
+        stop_dispatcher(dispatch, bound).await;
         return Ok(());
     }
     let contract = settings
@@ -261,11 +319,14 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
         Some(passphrase),
         settings.http.clone(),
         stop_rx.clone(),
+        settings.admin_api_key.clone(),
+        admin,
     );
     ctx.asset = settings.token_symbol.clone();
     ctx.streams = api::cache::StreamCache::new(generation_rx);
     let server = start_api(settings.listen_addr, ctx).await?;
     tracing::info!(addr = %server.addr, source = source.name(), contract = %contract.as_str(), "serving the API; ingesting");
+    let dispatch = spawn_dispatcher(dispatcher, stop_rx.clone(), Some(ingestor.notices()));
     let status = spawn_status_line(ingestor.status(), stop_rx.clone());
     let result = ingestor.run(stop_rx.clone()).await;
     if let Err(IngestError::Halted(reason)) = &result {
@@ -277,6 +338,7 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
     }
     let _ = stop_tx.send(true);
     stop_api(server).await;
+    stop_dispatcher(dispatch, bound).await;
     status.abort();
     follower.abort();
     result?;
@@ -294,6 +356,10 @@ pub struct DemoOptions {
     pub cadence: Duration,
     pub fork_every: u64,
     pub exit_after_ledgers: Option<u32>,
+    /// Webhook settings; the demo always allows loopback targets.
+    pub webhooks: WebhookSettings,
+    /// The admin key; the demo makes one up (and prints it) when none is configured.
+    pub admin_api_key: Option<Secret>,
 }
 
 /// `fluxora demo`: a simulated network on loopback, ingested through the real RPC client into
@@ -372,20 +438,36 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
     spawn_signal_handler(stop_tx.clone());
     let (generation, generation_rx) = watch::channel(0u64);
     let follower = api::cache::follow_notices(ingestor.notices(), generation);
+    let view = ViewOptions {
+        decimals: opts.token_decimals,
+        contract_id: contract_strkey.clone(),
+    };
+    let mut wh = opts.webhooks.clone();
+    if wh.allow_private_targets == TargetPolicy::None {
+        wh.allow_private_targets = TargetPolicy::Loopback;
+    }
+    let (made_up_key, admin_key) = match &opts.admin_api_key {
+        Some(k) => (false, k.clone()),
+        None => (
+            true,
+            Secret::new(format!("demo-{}", uuid::Uuid::new_v4().simple())),
+        ),
+    };
+    let (dispatcher, admin) = webhooks(&store, &wh, &view)?;
     let mut ctx = api_context(
         store.clone(),
         ingestor.status(),
         Some(source.clone()),
-        ViewOptions {
-            decimals: opts.token_decimals,
-            contract_id: contract_strkey.clone(),
-        },
+        view,
         Some(passphrase.clone()),
         opts.http.clone(),
         stop_rx.clone(),
+        Some(admin_key.clone()),
+        admin,
     );
     ctx.streams = api::cache::StreamCache::new(generation_rx);
     let server = start_api(opts.listen_addr, ctx).await?;
+    let dispatch = spawn_dispatcher(dispatcher, stop_rx.clone(), Some(ingestor.notices()));
     let addr = server.addr;
     println!("Fluxora demo: a simulated Stellar network, indexed live.");
     println!(
@@ -396,6 +478,21 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
     println!("  contract: {contract_strkey}   passphrase: {passphrase}");
     println!("  database: {}", opts.database_url.redacted());
     println!("  API:      http://{addr}/api/streams   health: http://{addr}/health   metrics: http://{addr}/metrics");
+    println!(
+        "  webhooks: http://{addr}/api/admin/webhooks   admin key: {}",
+        if made_up_key {
+            admin_key.expose().to_string()
+        } else {
+            "(ADMIN_API_KEY)".to_string()
+        }
+    );
+    println!("    register a receiver on this host (deliveries follow 16 ledgers behind the tip):");
+    println!(
+        "    curl -H 'Authorization: Bearer <admin key>' -H 'Content-Type: application/json' \\"
+    );
+    println!(
+        "      -d '{{\"url\":\"http://127.0.0.1:9000/hook\"}}' http://{addr}/api/admin/webhooks"
+    );
     println!("  (Ctrl-C stops)");
     let status = spawn_status_line(ingestor.status(), stop_rx.clone());
     let result = ingestor.run(stop_rx).await;
@@ -404,6 +501,7 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
     status.abort();
     follower.abort();
     stop_api(server).await;
+    stop_dispatcher(dispatch, wh.attempt_timeout + Duration::from_secs(5)).await;
     sim.stop().await;
     let s = ingestor.status().borrow().clone();
     println!(

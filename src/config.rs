@@ -90,6 +90,34 @@ pub struct RawSettings {
     /// Requests per minute per client IP on the REST API (default 1200; 0 disables the limit).
     #[arg(long, env = "RATE_LIMIT_PER_MINUTE", global = true)]
     pub rate_limit_per_minute: Option<String>,
+    /// Webhook retry delays after each failed attempt, e.g. `5s,5m,30m,2h,5h,10h,10h` (the
+    /// default); a delivery is dead once they are used up.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", global = true)]
+    pub webhook_retry_schedule: Option<String>,
+    /// Random spread of each retry delay, in percent (0..=100, default 20).
+    #[arg(long, env = "WEBHOOK_RETRY_JITTER_PERCENT", global = true)]
+    pub webhook_retry_jitter_percent: Option<String>,
+    /// Per-attempt timeout (whole response), e.g. `30s` (the default).
+    #[arg(long, env = "WEBHOOK_ATTEMPT_TIMEOUT", global = true)]
+    pub webhook_attempt_timeout: Option<String>,
+    /// An endpoint failing continuously for this long is disabled (default `5d`).
+    #[arg(long, env = "WEBHOOK_DISABLE_AFTER", global = true)]
+    pub webhook_disable_after: Option<String>,
+    /// Webhook targets allowed besides public addresses: `none` (default), `loopback`, `all`.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_TARGETS", global = true)]
+    pub webhook_allow_private_targets: Option<String>,
+    /// How long a rotated-out secret is still signed with (default `24h`).
+    #[arg(long, env = "WEBHOOK_ROTATION_GRACE", global = true)]
+    pub webhook_rotation_grace: Option<String>,
+    /// Dispatcher workers in this process (0..=64, default 2; 0 runs no dispatcher).
+    #[arg(long, env = "WEBHOOK_WORKERS", global = true)]
+    pub webhook_workers: Option<String>,
+    /// Attempts in flight per worker (1..=1024, default 64).
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", global = true)]
+    pub webhook_concurrency: Option<String>,
+    /// Fallback poll of the outbox when no notification arrives (default `1s`).
+    #[arg(long, env = "WEBHOOK_POLL_INTERVAL", global = true)]
+    pub webhook_poll_interval: Option<String>,
     /// Log format: `json` (production) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
@@ -214,6 +242,11 @@ impl Serialize for DatabaseUrl {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
     /// The secret's value, for the one place that must compare it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -268,6 +301,155 @@ pub fn check_address(raw: &str) -> Result<(), String> {
     }
 }
 
+/// Which non-public webhook targets are allowed (SSRF guard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetPolicy {
+    /// Public addresses only (default): loopback, private, link-local, CGNAT, multicast,
+    /// reserved and unspecified targets are refused.
+    #[default]
+    None,
+    /// Public addresses and loopback (tests, the demo, a receiver on the same host).
+    Loopback,
+    /// Any address.
+    All,
+}
+
+impl FromStr for TargetPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "false" | "no" => Ok(Self::None),
+            "loopback" => Ok(Self::Loopback),
+            "all" | "true" | "yes" => Ok(Self::All),
+            other => Err(format!(
+                "must be `none`, `loopback` or `all`, got `{other}`"
+            )),
+        }
+    }
+}
+
+/// Parses a duration with a unit: `250ms`, `5s`, `5m`, `2h`, `1d`.
+pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    let t = raw.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{t}` has no unit (use ms, s, m, h or d, e.g. `5s`)"))?;
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{t}` is not a number with a unit like `5s`"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        u => return Err(format!("`{t}`: unknown unit `{u}` (use ms, s, m, h or d)")),
+    }
+    .ok_or_else(|| format!("`{t}` is too long"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// Renders a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis() as u64;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+fn ser_duration<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+fn ser_durations<S: serde::Serializer>(d: &[std::time::Duration], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(d.iter().map(|d| format_duration(*d)))
+}
+
+/// Default retry schedule (Svix-like): delays after the 1st, 2nd, … failed attempt.
+pub const DEFAULT_WEBHOOK_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
+
+/// Settings of the webhook dispatcher and admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookSettings {
+    #[serde(serialize_with = "ser_durations")]
+    pub retry_schedule: Vec<std::time::Duration>,
+    pub retry_jitter_percent: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub attempt_timeout: std::time::Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub disable_after: std::time::Duration,
+    pub allow_private_targets: TargetPolicy,
+    #[serde(serialize_with = "ser_duration")]
+    pub rotation_grace: std::time::Duration,
+    pub workers: u32,
+    pub concurrency: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub poll_interval: std::time::Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        use std::time::Duration as D;
+        Self {
+            retry_schedule: parse_schedule(DEFAULT_WEBHOOK_RETRY_SCHEDULE).unwrap_or_default(),
+            retry_jitter_percent: 20,
+            attempt_timeout: D::from_secs(30),
+            disable_after: D::from_secs(5 * 86_400),
+            allow_private_targets: TargetPolicy::None,
+            rotation_grace: D::from_secs(86_400),
+            workers: 2,
+            concurrency: 64,
+            poll_interval: D::from_secs(1),
+        }
+    }
+}
+
+/// Parses a comma-separated retry schedule (1 to 50 delays, each at most 7 days).
+pub fn parse_schedule(raw: &str) -> Result<Vec<std::time::Duration>, String> {
+    let mut out = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let d = parse_duration(part)?;
+        if d > std::time::Duration::from_secs(7 * 86_400) {
+            return Err(format!("`{part}` is longer than 7d"));
+        }
+        out.push(d);
+    }
+    if out.is_empty() || out.len() > 50 {
+        return Err(format!(
+            "needs 1 to 50 delays like `{DEFAULT_WEBHOOK_RETRY_SCHEDULE}`, got {}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+fn duration_in(
+    raw: &str,
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    let d = parse_duration(raw)?;
+    if d < min || d > max {
+        return Err(format!(
+            "{} is out of range {}..={}",
+            format_duration(d),
+            format_duration(min),
+            format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
 /// What a command needs beyond the database and logging.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Needs {
@@ -292,6 +474,7 @@ pub struct Settings {
     pub listen_addr: SocketAddr,
     pub admin_api_key: Option<Secret>,
     pub http: HttpSettings,
+    pub webhooks: WebhookSettings,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -438,6 +621,68 @@ fn parse_http_url(raw: &str) -> Result<Url, String> {
 }
 
 impl RawSettings {
+    fn validate_webhooks(&self, c: &mut Collector) -> Option<WebhookSettings> {
+        use std::time::Duration as D;
+        let d = WebhookSettings::default();
+        let schedule = match non_empty(&self.webhook_retry_schedule) {
+            None => Some(d.retry_schedule),
+            raw => c.parse("WEBHOOK_RETRY_SCHEDULE", raw, parse_schedule),
+        };
+        let jitter = match non_empty(&self.webhook_retry_jitter_percent) {
+            None => Some(d.retry_jitter_percent),
+            raw => c.parse("WEBHOOK_RETRY_JITTER_PERCENT", raw, |r| {
+                parse_u32_in(r, 0, 100)
+            }),
+        };
+        let timeout = match non_empty(&self.webhook_attempt_timeout) {
+            None => Some(d.attempt_timeout),
+            raw => c.parse("WEBHOOK_ATTEMPT_TIMEOUT", raw, |r| {
+                duration_in(r, D::from_millis(100), D::from_secs(300))
+            }),
+        };
+        let disable_after = match non_empty(&self.webhook_disable_after) {
+            None => Some(d.disable_after),
+            raw => c.parse("WEBHOOK_DISABLE_AFTER", raw, |r| {
+                duration_in(r, D::from_secs(1), D::from_secs(365 * 86_400))
+            }),
+        };
+        let policy = match non_empty(&self.webhook_allow_private_targets) {
+            None => Some(d.allow_private_targets),
+            raw => c.parse("WEBHOOK_ALLOW_PRIVATE_TARGETS", raw, TargetPolicy::from_str),
+        };
+        let grace = match non_empty(&self.webhook_rotation_grace) {
+            None => Some(d.rotation_grace),
+            raw => c.parse("WEBHOOK_ROTATION_GRACE", raw, |r| {
+                duration_in(r, D::from_secs(0), D::from_secs(30 * 86_400))
+            }),
+        };
+        let workers = match non_empty(&self.webhook_workers) {
+            None => Some(d.workers),
+            raw => c.parse("WEBHOOK_WORKERS", raw, |r| parse_u32_in(r, 0, 64)),
+        };
+        let concurrency = match non_empty(&self.webhook_concurrency) {
+            None => Some(d.concurrency),
+            raw => c.parse("WEBHOOK_CONCURRENCY", raw, |r| parse_u32_in(r, 1, 1024)),
+        };
+        let poll = match non_empty(&self.webhook_poll_interval) {
+            None => Some(d.poll_interval),
+            raw => c.parse("WEBHOOK_POLL_INTERVAL", raw, |r| {
+                duration_in(r, D::from_millis(10), D::from_secs(600))
+            }),
+        };
+        Some(WebhookSettings {
+            retry_schedule: schedule?,
+            retry_jitter_percent: jitter?,
+            attempt_timeout: timeout?,
+            disable_after: disable_after?,
+            allow_private_targets: policy?,
+            rotation_grace: grace?,
+            workers: workers?,
+            concurrency: concurrency?,
+            poll_interval: poll?,
+        })
+    }
+
     /// Validates every field and returns the settings, or every problem found.
     pub fn validate(&self, needs: Needs) -> Result<Settings, ConfigErrors> {
         let mut c = Collector(Vec::new());
@@ -550,6 +795,7 @@ impl RawSettings {
             }),
             _ => None,
         };
+        let webhooks = self.validate_webhooks(&mut c);
         let log_format = c.parse(
             "LOG_FORMAT",
             Some(non_empty(&self.log_format).unwrap_or("pretty")),
@@ -609,6 +855,7 @@ impl RawSettings {
             log_format,
             http,
             token_symbol,
+            webhooks,
         ) {
             (
                 Some(database_url),
@@ -620,6 +867,7 @@ impl RawSettings {
                 Some(lf),
                 Some(http),
                 Some(token_symbol),
+                Some(webhooks),
             ) if c.0.is_empty() => Ok(Settings {
                 database_url,
                 source,
@@ -635,6 +883,7 @@ impl RawSettings {
                 listen_addr: la,
                 admin_api_key,
                 http,
+                webhooks,
                 log_format: lf,
                 log_level,
             }),
@@ -683,6 +932,15 @@ mod tests {
             request_body_limit: Some("12".into()),
             request_timeout_ms: Some("soon".into()),
             rate_limit_per_minute: Some("-1".into()),
+            webhook_retry_schedule: Some("5s,soon".into()),
+            webhook_retry_jitter_percent: Some("101".into()),
+            webhook_attempt_timeout: Some("10".into()),
+            webhook_disable_after: Some("0s".into()),
+            webhook_allow_private_targets: Some("maybe".into()),
+            webhook_rotation_grace: Some("31d".into()),
+            webhook_workers: Some("65".into()),
+            webhook_concurrency: Some("0".into()),
+            webhook_poll_interval: Some("1ms".into()),
             log_format: Some("xml".into()),
             log_level: Some("info,[".into()),
         };
@@ -708,6 +966,15 @@ mod tests {
             "RATE_LIMIT_PER_MINUTE",
             "LOG_FORMAT",
             "LOG_LEVEL",
+            "WEBHOOK_RETRY_SCHEDULE",
+            "WEBHOOK_RETRY_JITTER_PERCENT",
+            "WEBHOOK_ATTEMPT_TIMEOUT",
+            "WEBHOOK_DISABLE_AFTER",
+            "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+            "WEBHOOK_ROTATION_GRACE",
+            "WEBHOOK_WORKERS",
+            "WEBHOOK_CONCURRENCY",
+            "WEBHOOK_POLL_INTERVAL",
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
@@ -784,6 +1051,37 @@ mod tests {
         );
         assert!(parse_cors_origins("https://a.example/path").is_err());
         assert!(parse_cors_origins(" , ").is_err());
+    }
+
+    #[test]
+    fn webhook_settings() {
+        let s = RawSettings::default().validate(Needs::default()).unwrap();
+        assert_eq!(s.webhooks, WebhookSettings::default());
+        assert_eq!(s.webhooks.retry_schedule.len(), 7);
+        let json = serde_json::to_value(&s.webhooks).unwrap();
+        assert_eq!(
+            json["retry_schedule"],
+            serde_json::json!(["5s", "5m", "30m", "2h", "5h", "10h", "10h"])
+        );
+        assert_eq!(json["disable_after"], "5d");
+        let raw = RawSettings {
+            webhook_retry_schedule: Some("50ms, 1s".into()),
+            webhook_allow_private_targets: Some("loopback".into()),
+            webhook_attempt_timeout: Some("1500ms".into()),
+            ..Default::default()
+        };
+        let s = raw.validate(Needs::default()).unwrap();
+        assert_eq!(
+            s.webhooks.retry_schedule,
+            vec![
+                std::time::Duration::from_millis(50),
+                std::time::Duration::from_secs(1)
+            ]
+        );
+        assert_eq!(s.webhooks.allow_private_targets, TargetPolicy::Loopback);
+        assert_eq!(format_duration(s.webhooks.attempt_timeout), "1500ms");
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5y").is_err());
     }
 
     #[test]

@@ -15,3 +15,4 @@ pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
+pub mod webhooks;

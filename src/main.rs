@@ -265,6 +265,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<bool> {
                 cadence: std::time::Duration::from_millis(cadence_ms.max(1)),
                 fork_every,
                 exit_after_ledgers,
+                webhooks: settings.webhooks.clone(),
+                admin_api_key: settings.admin_api_key.clone(),
             };
             fluxora::app::demo(opts).await?;
             Ok(true)

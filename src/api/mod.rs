@@ -3,6 +3,7 @@
 //! and the middleware stack (request ids, CORS, body limit, timeout, per-IP rate limit, security
 //! headers, metrics).
 
+pub mod admin_webhooks;
 pub mod cache;
 pub mod cursor;
 pub mod envelope;
@@ -33,10 +34,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 pub use error::ApiError;
 
 use crate::chain::LedgerSource;
-use crate::config::{CorsOrigins, HttpSettings};
+use crate::config::{CorsOrigins, HttpSettings, Secret};
 use crate::ingest::IndexerStatus;
 use crate::projection::view::ViewOptions;
 use crate::store::Store;
+use crate::webhooks::WebhookAdmin;
 
 /// `/treasury/metrics` results by treasury with the instant they were computed.
 pub type MetricsCache = HashMap<String, (std::time::Instant, Vec<frontend::Metric>)>;
@@ -58,6 +60,10 @@ pub struct ApiContext {
     pub ws_connections: Arc<AtomicUsize>,
     /// Fires when the server shuts down: long-lived responses (SSE, WebSocket) end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// The admin API's bearer key; `None`: the admin API answers 503 (not configured).
+    pub admin_api_key: Option<Secret>,
+    /// The webhook admin operations (`/api/admin/webhooks`).
+    pub webhooks: WebhookAdmin,
     /// The streamed token's symbol (the frontend's `asset`).
     pub asset: String,
     /// `/treasury/metrics` results by treasury, reused for a few seconds.
@@ -72,6 +78,7 @@ impl ApiContext {
     pub fn new(store: Arc<dyn Store>, view: ViewOptions) -> Self {
         let (_, status) = watch::channel(IndexerStatus::new());
         let (_, shutdown) = watch::channel(false);
+        let store_for_webhooks = store.clone();
         Self {
             store,
             status,
@@ -84,6 +91,13 @@ impl ApiContext {
             asset: crate::config::DEFAULT_TOKEN_SYMBOL.to_string(),
             metrics_cache: Arc::default(),
             streams: cache::StreamCache::default(),
+            admin_api_key: None,
+            webhooks: WebhookAdmin::new(
+                store_for_webhooks,
+                crate::config::TargetPolicy::default(),
+                std::time::Duration::from_secs(86_400),
+                None,
+            ),
         }
     }
 }
@@ -98,6 +112,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(feed::routes())
         .merge(frontend::routes())
         .merge(openapi::routes())
+        .merge(admin_webhooks::routes(ctx.clone()))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(ctx.clone());

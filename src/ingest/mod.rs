@@ -587,6 +587,8 @@ impl Ingestor {
                 hash: last_hash,
             }),
             projection: delta,
+            // Stored with the cursor: dispatchers in any process gate deliveries on it.
+            safe_ledger: Some(safe),
         };
         let out = match self.store.append(&batch).await {
             Ok(o) => o,

@@ -12,16 +12,22 @@
 //! * The only deletion is [`Store::rollback_to`], which removes every ledger and event above a fork
 //!   ledger, records the reorg and increments the epoch, atomically.
 
+pub mod outbox;
 mod postgres;
+mod postgres_outbox;
 mod sqlite;
+mod sqlite_outbox;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use outbox::WebhookStore;
 pub use postgres::{PgStore, NOTIFY_COMMITS, NOTIFY_ROLLBACKS};
+pub use postgres_outbox::{PgWebhooks, NOTIFY_WEBHOOKS};
 pub use sqlite::SqliteStore;
+pub use sqlite_outbox::SqliteWebhooks;
 
 use crate::config::DatabaseUrl;
 use crate::projection::{ContractFlags, StreamState};
@@ -93,6 +99,9 @@ pub struct AppendBatch {
     pub cursor: Option<Cursor>,
     /// Projection rows folded from this batch, committed with it.
     pub projection: ProjectionDelta,
+    /// The safe ledger (source tip − finality depth) to store with the cursor: webhook
+    /// deliveries go out only at or below it (any dispatcher process reads it from the store).
+    pub safe_ledger: Option<u32>,
 }
 
 /// The state of one stream after a ledger that changed it (a `stream_versions` row; the latest
@@ -306,6 +315,8 @@ pub struct AppendOutcome {
     /// Positions given to the new events, when any.
     pub first_position: Option<Position>,
     pub last_position: Option<Position>,
+    /// Webhook delivery rows written with the batch (one per event and matching endpoint).
+    pub deliveries: usize,
 }
 
 /// Why a rollback happened, and what the source reports now.
@@ -335,6 +346,8 @@ pub struct RollbackReport {
     pub epoch: u64,
     /// The reorg-log row, when anything was removed.
     pub reorg_id: Option<i64>,
+    /// `stream.reverted` webhook deliveries queued for removed events that had been delivered.
+    pub webhooks_reverted: usize,
 }
 
 /// A reorg-log row.
@@ -429,6 +442,10 @@ pub trait Store: Send + Sync {
     async fn tip(&self) -> Result<Option<LedgerRecord>, StoreError>;
     /// The ingest cursor.
     async fn cursor(&self) -> Result<Option<Cursor>, StoreError>;
+    /// The safe ledger stored with the cursor (see [`AppendBatch::safe_ledger`]).
+    async fn safe_ledger(&self) -> Result<Option<u32>, StoreError>;
+    /// The webhook outbox queries of this store.
+    fn webhooks(&self) -> std::sync::Arc<dyn WebhookStore>;
     /// The highest position (0 when empty).
     async fn last_position(&self) -> Result<Position, StoreError>;
     /// How many events are stored.

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
+use super::postgres_outbox;
 use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -311,15 +312,26 @@ impl Store for PgStore {
 
         write_projection(&mut tx, &batch.projection).await?;
 
+        // The outbox: one delivery row per (new event, matching endpoint), in this transaction.
+        let positioned: Vec<(Position, &NewEvent)> = fresh
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (last_pos + 1 + i as i64, *e))
+            .collect();
+        let deliveries =
+            postgres_outbox::enqueue(&mut tx, &positioned, &batch.projection.versions, now).await?;
+
         if let Some(c) = &batch.cursor {
             sqlx::query(
-                "INSERT INTO ingest_cursor (id, ledger, hash, updated_at) VALUES (1, $1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET ledger = excluded.ledger, hash = excluded.hash, \
-                 updated_at = excluded.updated_at",
+                "INSERT INTO ingest_cursor (id, ledger, hash, updated_at, safe_ledger) \
+                 VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET \
+                 ledger = excluded.ledger, hash = excluded.hash, updated_at = excluded.updated_at, \
+                 safe_ledger = COALESCE(excluded.safe_ledger, ingest_cursor.safe_ledger)",
             )
             .bind(i64::from(c.ledger))
             .bind(&c.hash)
             .bind(now)
+            .bind(batch.safe_ledger.map(i64::from))
             .execute(&mut *tx)
             .await?;
         }
@@ -341,6 +353,7 @@ impl Store for PgStore {
             ledgers_added: new_ledgers.len(),
             first_position: (n > 0).then_some(last_pos + 1),
             last_position: (n > 0).then_some(last_pos + n as i64),
+            deliveries,
         })
     }
 
@@ -419,7 +432,8 @@ impl Store for PgStore {
                     "INSERT INTO ingest_cursor (id, ledger, hash, updated_at) \
                      VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET \
                      ledger = excluded.ledger, hash = excluded.hash, \
-                     updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at, \
+                     safe_ledger = LEAST(ingest_cursor.safe_ledger, excluded.ledger)",
                 )
                 .bind(fork)
                 .bind(h)
@@ -436,8 +450,11 @@ impl Store for PgStore {
         }
 
         let mut reorg_id = None;
+        let mut webhooks_reverted = 0;
         if let (Some(first_l), Some(last_l)) = (removed_ledgers.first(), removed_ledgers.last()) {
             if let Some(p) = first_above {
+                webhooks_reverted =
+                    postgres_outbox::rollback_outbox(&mut tx, p, fork, epoch + 1, now_ms()).await?;
                 sqlx::query("DELETE FROM events WHERE position BETWEEN $1 AND $2")
                     .bind(p)
                     .bind(last_pos)
@@ -497,6 +514,7 @@ impl Store for PgStore {
             streams_affected: streams.into_iter().collect(),
             epoch,
             reorg_id,
+            webhooks_reverted,
         })
     }
 
@@ -600,6 +618,20 @@ impl Store for PgStore {
                 }))
             }
         }
+    }
+
+    async fn safe_ledger(&self) -> Result<Option<u32>, StoreError> {
+        let v: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT safe_ledger FROM ingest_cursor WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        v.flatten().map(|v| u32_col(v, "safe_ledger")).transpose()
+    }
+
+    fn webhooks(&self) -> std::sync::Arc<dyn WebhookStore> {
+        std::sync::Arc::new(PgWebhooks {
+            pool: self.pool.clone(),
+        })
     }
 
     async fn last_position(&self) -> Result<Position, StoreError> {

@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use super::sqlite_outbox;
 use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -279,15 +280,26 @@ impl Store for SqliteStore {
 
         write_projection(&mut tx, &batch.projection).await?;
 
+        // The outbox: one delivery row per (new event, matching endpoint), in this transaction.
+        let positioned: Vec<(Position, &NewEvent)> = fresh
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (last_pos + 1 + i as i64, *e))
+            .collect();
+        let deliveries =
+            sqlite_outbox::enqueue(&mut tx, &positioned, &batch.projection.versions, now).await?;
+
         if let Some(c) = &batch.cursor {
             sqlx::query(
-                "INSERT INTO ingest_cursor (id, ledger, hash, updated_at) VALUES (1, ?, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET ledger = excluded.ledger, hash = excluded.hash, \
-                 updated_at = excluded.updated_at",
+                "INSERT INTO ingest_cursor (id, ledger, hash, updated_at, safe_ledger) \
+                 VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET ledger = excluded.ledger, \
+                 hash = excluded.hash, updated_at = excluded.updated_at, \
+                 safe_ledger = COALESCE(excluded.safe_ledger, ingest_cursor.safe_ledger)",
             )
             .bind(i64::from(c.ledger))
             .bind(&c.hash)
             .bind(now)
+            .bind(batch.safe_ledger.map(i64::from))
             .execute(&mut *tx)
             .await?;
         }
@@ -299,6 +311,7 @@ impl Store for SqliteStore {
             ledgers_added: new_ledgers.len(),
             first_position: (appended > 0).then_some(last_pos + 1),
             last_position: (appended > 0).then_some(pos),
+            deliveries,
         })
     }
 
@@ -373,10 +386,12 @@ impl Store for SqliteStore {
                 .await?;
         match &fork_hash {
             Some(h) => {
+                // The safe ledger never stays above what is stored.
                 sqlx::query(
                     "INSERT INTO ingest_cursor (id, ledger, hash, updated_at) VALUES (1, ?, ?, ?) \
                      ON CONFLICT (id) DO UPDATE SET ledger = excluded.ledger, \
-                     hash = excluded.hash, updated_at = excluded.updated_at",
+                     hash = excluded.hash, updated_at = excluded.updated_at, \
+                     safe_ledger = MIN(ingest_cursor.safe_ledger, excluded.ledger)",
                 )
                 .bind(fork)
                 .bind(h)
@@ -393,8 +408,11 @@ impl Store for SqliteStore {
         }
 
         let mut reorg_id = None;
+        let mut webhooks_reverted = 0;
         if let (Some(first_l), Some(last_l)) = (removed_ledgers.first(), removed_ledgers.last()) {
             if let Some(p) = first_above {
+                webhooks_reverted =
+                    sqlite_outbox::rollback_outbox(&mut tx, p, fork, epoch + 1, now_ms()).await?;
                 sqlx::query("DELETE FROM events WHERE position BETWEEN ? AND ?")
                     .bind(p)
                     .bind(last_pos)
@@ -442,6 +460,7 @@ impl Store for SqliteStore {
             streams_affected: streams.into_iter().collect(),
             epoch,
             reorg_id,
+            webhooks_reverted,
         })
     }
 
@@ -545,6 +564,21 @@ impl Store for SqliteStore {
                 }))
             }
         }
+    }
+
+    async fn safe_ledger(&self) -> Result<Option<u32>, StoreError> {
+        let v: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT safe_ledger FROM ingest_cursor WHERE id = 1")
+                .fetch_optional(&self.reader)
+                .await?;
+        v.flatten().map(|v| u32_col(v, "safe_ledger")).transpose()
+    }
+
+    fn webhooks(&self) -> std::sync::Arc<dyn WebhookStore> {
+        std::sync::Arc::new(SqliteWebhooks {
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+        })
     }
 
     async fn last_position(&self) -> Result<Position, StoreError> {
