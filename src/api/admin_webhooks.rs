@@ -135,20 +135,26 @@ fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T
     serde_json::from_slice(body).map_err(|e| ApiError::validation("body", e))
 }
 
-#[derive(Deserialize)]
+/// A stream id, as a decimal string or a number.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum StreamIdIn {
+pub enum StreamIdIn {
     Text(String),
     Number(u64),
 }
 
-#[derive(Deserialize, Default)]
+/// An endpoint's fields (all optional on update; `url` required on create).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EndpointBody {
+pub struct EndpointBody {
+    /// http(s) URL of the receiver.
     url: Option<String>,
     description: Option<String>,
+    /// Only these event types (see `/api/admin/webhooks/event-types`); empty or absent: all.
     event_types: Option<Vec<String>>,
+    /// Only these streams.
     stream_ids: Option<Vec<StreamIdIn>>,
+    /// Only streams whose sender or recipient is one of these strkeys.
     addresses: Option<Vec<String>>,
     enabled: Option<bool>,
 }
@@ -175,11 +181,38 @@ impl From<EndpointBody> for EndpointInput {
     }
 }
 
-async fn event_types() -> Response {
+#[utoipa::path(
+    get,
+    path = "/api/admin/webhooks/event-types",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "The event types endpoints can filter on", body = Object),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn event_types() -> Response {
     ok(json!({ "eventTypes": WebhookAdmin::event_types() }))
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/api/admin/webhooks",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    request_body(content = EndpointBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "`{endpoint, secret}`: the secret is shown this once", body = Object),
+        (status = 400, description = "Invalid field", body = super::types::ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn create(
     State(ctx): State<ApiContext>,
     headers: HeaderMap,
     body: Bytes,
@@ -192,18 +225,61 @@ async fn create(
     ))
 }
 
-async fn list(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/admin/webhooks",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "`{endpoints}`", body = Object),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn list(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
     Ok(ok(json!({ "endpoints": admin(&ctx).list().await? })))
 }
 
-async fn get_one(
+#[utoipa::path(
+    get,
+    path = "/api/admin/webhooks/{id}",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses(
+        (status = 200, description = "`{endpoint}`", body = Object),
+        (status = 404, description = "Unknown endpoint", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn get_one(
     State(ctx): State<ApiContext>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(ok(json!({ "endpoint": admin(&ctx).get(&id).await? })))
 }
 
-async fn update(
+#[utoipa::path(
+    patch,
+    path = "/api/admin/webhooks/{id}",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Endpoint id")),
+    request_body(content = EndpointBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{endpoint}`", body = Object),
+        (status = 400, description = "Invalid field", body = super::types::ErrorEnvelope),
+        (status = 404, description = "Unknown endpoint", body = super::types::ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn update(
     State(ctx): State<ApiContext>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -215,7 +291,21 @@ async fn update(
     ))
 }
 
-async fn delete(
+#[utoipa::path(
+    delete,
+    path = "/api/admin/webhooks/{id}",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses(
+        (status = 200, description = "`{id, deleted}`", body = Object),
+        (status = 404, description = "Unknown endpoint", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn delete(
     State(ctx): State<ApiContext>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -223,7 +313,21 @@ async fn delete(
     Ok(ok(json!({ "id": id, "deleted": true })))
 }
 
-async fn rotate(
+#[utoipa::path(
+    post,
+    path = "/api/admin/webhooks/{id}/rotate-secret",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses(
+        (status = 200, description = "`{endpoint, secret}`", body = Object),
+        (status = 404, description = "Unknown endpoint", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn rotate(
     State(ctx): State<ApiContext>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -234,7 +338,7 @@ async fn rotate(
 }
 
 #[derive(Deserialize)]
-struct DeliveriesQuery {
+pub struct DeliveriesQuery {
     status: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
@@ -255,7 +359,22 @@ fn decode_cursor(c: &str) -> Option<i64> {
         .ok()
 }
 
-async fn deliveries(
+#[utoipa::path(
+    get,
+    path = "/api/admin/webhooks/{id}/deliveries",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Endpoint id"), ("status" = Option<String>, Query, description = "pending | delivered | dead | dropped"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"), ("cursor" = Option<String>, Query, description = "From `next_cursor`")),
+    responses(
+        (status = 200, description = "`{deliveries, has_more, next_cursor}`, newest first", body = Object),
+        (status = 400, description = "Invalid parameter", body = super::types::ErrorEnvelope),
+        (status = 404, description = "Unknown endpoint", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn deliveries(
     State(ctx): State<ApiContext>,
     Path(id): Path<String>,
     Query(q): Query<DeliveriesQuery>,
@@ -295,7 +414,21 @@ async fn deliveries(
     })))
 }
 
-async fn delivery(
+#[utoipa::path(
+    get,
+    path = "/api/admin/webhooks/{id}/deliveries/{delivery}",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Endpoint id"), ("delivery" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 200, description = "`{delivery}` with its attempts", body = Object),
+        (status = 404, description = "Unknown endpoint or delivery", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn delivery(
     State(ctx): State<ApiContext>,
     Path((id, delivery)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -304,7 +437,22 @@ async fn delivery(
     ))
 }
 
-async fn retry(
+#[utoipa::path(
+    post,
+    path = "/api/admin/webhooks/{id}/deliveries/{delivery}/retry",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Endpoint id"), ("delivery" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 202, description = "`{delivery}` queued again", body = Object),
+        (status = 404, description = "Unknown endpoint or delivery", body = super::types::ErrorEnvelope),
+        (status = 409, description = "The delivery is not dead", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn retry(
     State(ctx): State<ApiContext>,
     Path((id, delivery)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -312,14 +460,32 @@ async fn retry(
     Ok(with_status(StatusCode::ACCEPTED, json!({ "delivery": d })))
 }
 
-#[derive(Deserialize)]
+/// An inclusive range of global event positions.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ReplayBody {
+pub struct ReplayBody {
     from_position: i64,
     to_position: i64,
 }
 
-async fn replay(
+#[utoipa::path(
+    post,
+    path = "/api/admin/webhooks/{id}/replay",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Endpoint id")),
+    request_body(content = ReplayBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "`{enqueued}`", body = Object),
+        (status = 400, description = "Invalid range", body = super::types::ErrorEnvelope),
+        (status = 404, description = "Unknown endpoint", body = super::types::ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn replay(
     State(ctx): State<ApiContext>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -332,7 +498,24 @@ async fn replay(
     Ok(with_status(StatusCode::ACCEPTED, json!({ "enqueued": n })))
 }
 
-async fn ping(State(ctx): State<ApiContext>, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/api/admin/webhooks/{id}/ping",
+    tag = "webhooks-admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses(
+        (status = 202, description = "`{delivery}` of a `webhook.ping`", body = Object),
+        (status = 404, description = "Unknown endpoint", body = super::types::ErrorEnvelope),
+        (status = 401, description = "No or malformed bearer token", body = super::types::ErrorEnvelope),
+        (status = 403, description = "Wrong admin key", body = super::types::ErrorEnvelope),
+        (status = 503, description = "ADMIN_API_KEY is not configured", body = super::types::ErrorEnvelope),
+    )
+)]
+pub async fn ping(
+    State(ctx): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let d = admin(&ctx).ping(&id).await?;
     Ok(with_status(StatusCode::ACCEPTED, json!({ "delivery": d })))
 }
