@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod middleware;
 pub mod request_id;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -46,6 +47,8 @@ pub struct ApiContext {
     pub ws_connections: Arc<AtomicUsize>,
     /// Fires when the server shuts down: long-lived responses (SSE, WebSocket) end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// The WebSocket hub (`/ws/streams`), when this process runs one.
+    pub hub: Option<Arc<crate::hub::Hub>>,
 }
 
 /// The whole application router.
@@ -54,6 +57,7 @@ pub fn router(ctx: ApiContext) -> Router {
     let limiter = middleware::RateLimit::new(ctx.http.rate_limit_per_minute);
     let routes = Router::new()
         .merge(health::routes())
+        .merge(ws::routes())
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(ctx.clone());
