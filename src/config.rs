@@ -557,16 +557,48 @@ impl RawSettings {
             }),
         };
         let d = WsSettings::default();
-        let mut ws_num = |name: &'static str, raw: &Option<String>, default: u32, min, max| match non_empty(raw) {
-            None => Some(default),
-            raw => c.parse(name, raw, |r| parse_u32_in(r, min, max)),
-        };
+        let mut ws_num =
+            |name: &'static str, raw: &Option<String>, default: u32, min, max| match non_empty(raw)
+            {
+                None => Some(default),
+                raw => c.parse(name, raw, |r| parse_u32_in(r, min, max)),
+            };
         let ws = (
-            ws_num("WS_MAX_CONNECTIONS_PER_IP", &self.ws_max_connections_per_ip, d.max_connections_per_ip, 0, 1_000_000),
-            ws_num("WS_MAX_CONNECTIONS", &self.ws_max_connections, d.max_connections, 0, 10_000_000),
-            ws_num("WS_SEND_QUEUE", &self.ws_send_queue, d.send_queue, 16, 1_000_000),
-            ws_num("WS_PING_INTERVAL_MS", &self.ws_ping_interval_ms, d.ping_interval_ms as u32, 100, 3_600_000),
-            ws_num("WS_RESUME_WINDOW", &self.ws_resume_window, d.resume_window as u32, 0, u32::MAX),
+            ws_num(
+                "WS_MAX_CONNECTIONS_PER_IP",
+                &self.ws_max_connections_per_ip,
+                d.max_connections_per_ip,
+                0,
+                1_000_000,
+            ),
+            ws_num(
+                "WS_MAX_CONNECTIONS",
+                &self.ws_max_connections,
+                d.max_connections,
+                0,
+                10_000_000,
+            ),
+            ws_num(
+                "WS_SEND_QUEUE",
+                &self.ws_send_queue,
+                d.send_queue,
+                16,
+                1_000_000,
+            ),
+            ws_num(
+                "WS_PING_INTERVAL_MS",
+                &self.ws_ping_interval_ms,
+                d.ping_interval_ms as u32,
+                100,
+                3_600_000,
+            ),
+            ws_num(
+                "WS_RESUME_WINDOW",
+                &self.ws_resume_window,
+                d.resume_window as u32,
+                0,
+                u32::MAX,
+            ),
         );
         let ws = match ws {
             (Some(a), Some(b), Some(q), Some(p), Some(w)) => Some(WsSettings {
@@ -723,6 +755,11 @@ mod tests {
             request_body_limit: Some("12".into()),
             request_timeout_ms: Some("soon".into()),
             rate_limit_per_minute: Some("-1".into()),
+            ws_max_connections_per_ip: Some("many".into()),
+            ws_max_connections: Some("-5".into()),
+            ws_send_queue: Some("3".into()),
+            ws_ping_interval_ms: Some("1".into()),
+            ws_resume_window: Some("x".into()),
             log_format: Some("xml".into()),
             log_level: Some("info,[".into()),
         };
@@ -745,6 +782,11 @@ mod tests {
             "REQUEST_BODY_LIMIT",
             "REQUEST_TIMEOUT_MS",
             "RATE_LIMIT_PER_MINUTE",
+            "WS_MAX_CONNECTIONS_PER_IP",
+            "WS_MAX_CONNECTIONS",
+            "WS_SEND_QUEUE",
+            "WS_PING_INTERVAL_MS",
+            "WS_RESUME_WINDOW",
             "LOG_FORMAT",
             "LOG_LEVEL",
         ] {

@@ -20,7 +20,7 @@ use super::protocol::{
 };
 use super::render::{self, batch_frame, LiveEvent};
 use super::{ConnId, Hub, Kill, Out, Pending, Registry, Slot, Sub};
-use crate::store::{Position, StoreError, StoredEvent, StreamQuery};
+use crate::store::{Position, StoreError};
 
 /// Why a resume position cannot be honoured.
 #[derive(Debug, Clone)]
@@ -112,8 +112,7 @@ pub enum Credentials {
 
 fn eq_ct(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -146,6 +145,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, slot: Slot, creds: Credenti
         wcfg,
         hub.shutdown.clone(),
     ));
+    let mut writer_done = false;
     let mut conn = Conn {
         hub: hub.clone(),
         id,
@@ -183,14 +183,30 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, slot: Slot, creds: Credenti
                     conn.handle(t.as_str()).await;
                 }
             },
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
         }
     }
     hub.unregister(id);
     drop(conn);
     // The writer ends once the queue is closed (or has already ended).
-    let _ = tokio::time::timeout(Duration::from_secs(3), &mut writer).await;
-    writer.abort();
+    if writer_done {
+        // The server closed: read (and drop) until the client's close reply, briefly, so that
+        // its last writes (pongs, the reply itself) do not meet a reset socket.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(12), &mut writer).await;
+        writer.abort();
+    }
     drop(slot);
     tracing::debug!(conn = id, "ws disconnected");
 }
@@ -242,10 +258,9 @@ impl Conn {
             self.rate.pop_front();
         }
         if self.rate.len() >= RATE_LIMIT_MESSAGES {
-            let retry = self
-                .rate
-                .front()
-                .map_or(RATE_WINDOW, |t| RATE_WINDOW.saturating_sub(now.duration_since(*t)));
+            let retry = self.rate.front().map_or(RATE_WINDOW, |t| {
+                RATE_WINDOW.saturating_sub(now.duration_since(*t))
+            });
             let reg = self.hub.registry();
             let f = error_frame(
                 &reg,
@@ -475,7 +490,9 @@ impl Conn {
             // The hub has not announced the store's latest rollback yet.
             let _ = tokio::time::timeout(Duration::from_millis(100), progressed).await;
         };
-        let r = self.resume(&s.filter, s.batching, resume.position, target).await;
+        let r = self
+            .resume(&s.filter, s.batching, resume.position, target)
+            .await;
         if r.is_err() {
             // Leave no half-resumed subscription behind.
             let mut reg = self.hub.registry();
@@ -512,92 +529,30 @@ impl Conn {
         (self.tx.max_capacity() / 4).clamp(4, 200) as u32
     }
 
-    /// Stream ids of a party (the subscriptions by address select their streams' events).
-    async fn party_ids(&self, f: &Filter) -> Result<Option<Vec<u64>>, StoreError> {
-        let (sender, recipient) = match f {
-            Filter::Recipient(a) => (None, Some(a.clone())),
-            Filter::Sender(a) => (Some(a.clone()), None),
-            _ => return Ok(None),
-        };
-        let mut ids = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .hub
-                .store
-                .list_streams(&StreamQuery {
-                    sender: sender.clone(),
-                    recipient: recipient.clone(),
-                    after,
-                    limit: 1000,
-                    ..Default::default()
-                })
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.stream_id);
-            ids.extend(page.iter().map(|s| s.stream_id));
-        }
-        Ok(Some(ids))
-    }
-
-    /// Stored events matching `f` in `(cursor, target]`, at most about `n`, and how far the read
-    /// covered.
+    /// Stored events matching `f` in `(cursor, target]`, rendered, at most about `n`, and how
+    /// far the read covered. Address filters match the parties of each event's stream as of its
+    /// ledger (as the live path does), so they read every event and keep theirs.
     async fn fetch(
         &self,
         f: &Filter,
-        ids: &Option<Vec<u64>>,
         cursor: Position,
         target: Position,
         n: u32,
-    ) -> Result<(Vec<StoredEvent>, Position), StoreError> {
+    ) -> Result<(Vec<render::Rendered>, Position), StoreError> {
         let store = &self.hub.store;
-        let covered = |evs: &[StoredEvent]| {
-            if (evs.len() as u32) < n {
-                target
-            } else {
-                evs.last().map_or(target, |e| e.position.min(target))
-            }
+        let mut evs = match f {
+            Filter::Stream(id) => store.stream_events(*id, cursor, n).await?,
+            _ => store.events_after(cursor, n).await?,
         };
-        let (mut evs, upto) = match (f, ids) {
-            (Filter::Stream(id), _) => {
-                let evs = store.stream_events(*id, cursor, n).await?;
-                let c = covered(&evs);
-                (evs, c)
-            }
-            (_, Some(ids)) if ids.len() <= 32 => {
-                let mut all = Vec::new();
-                let mut upto = target;
-                for id in ids {
-                    let evs = store.stream_events(*id, cursor, n).await?;
-                    if evs.len() as u32 >= n {
-                        if let Some(l) = evs.last() {
-                            upto = upto.min(l.position);
-                        }
-                    }
-                    all.extend(evs);
-                }
-                all.sort_by_key(|e| e.position);
-                (all, upto)
-            }
-            (_, Some(ids)) => {
-                let evs = store.events_after(cursor, n).await?;
-                let c = covered(&evs);
-                let set: std::collections::HashSet<u64> = ids.iter().copied().collect();
-                (
-                    evs.into_iter()
-                        .filter(|e| e.event.stream_id.is_some_and(|s| set.contains(&s)))
-                        .collect(),
-                    c,
-                )
-            }
-            (_, None) => {
-                let evs = store.events_after(cursor, n).await?;
-                let c = covered(&evs);
-                (evs, c)
-            }
+        let upto = if (evs.len() as u32) < n {
+            target
+        } else {
+            evs.last().map_or(target, |e| e.position.min(target))
         };
         evs.retain(|e| e.position <= upto);
-        Ok((evs, upto))
+        let mut rendered = render::render(&**store, &self.hub.view, &evs).await?;
+        rendered.retain(|r| f.matches(r.stream_id, r.sender.as_deref(), r.recipient.as_deref()));
+        Ok((rendered, upto))
     }
 
     /// Replays the stored events of a pending subscription up to its target, then flushes what
@@ -609,7 +564,6 @@ impl Conn {
         from: Position,
         target: Position,
     ) -> Result<(), StoreError> {
-        let ids = self.party_ids(filter).await?;
         let n = self.page_size();
         let mut replayed = 0u64;
         tracing::debug!(conn = self.id, from, target, "ws: resuming");
@@ -648,7 +602,10 @@ impl Conn {
                 c.send(Out::Text(done));
                 for ev in p.buffer {
                     c.note_stream(ev.stream_id);
-                    if !c.send(Out::Event { ev, batch: batching }) {
+                    if !c.send(Out::Event {
+                        ev,
+                        batch: batching,
+                    }) {
                         break;
                     }
                 }
@@ -668,8 +625,7 @@ impl Conn {
                 }
                 continue;
             }
-            let (events, upto) = self.fetch(filter, &ids, cursor, target, n).await?;
-            let rendered = render::render(&*self.hub.store, &self.hub.view, &events).await?;
+            let (rendered, upto) = self.fetch(filter, cursor, target, n).await?;
             if self.hub.store.epoch().await? != epoch {
                 continue;
             }
@@ -701,7 +657,10 @@ impl Conn {
             for ev in queued {
                 c.note_stream(ev.stream_id);
                 replayed += 1;
-                if !c.send(Out::Event { ev, batch: batching }) {
+                if !c.send(Out::Event {
+                    ev,
+                    batch: batching,
+                }) {
                     return Ok(());
                 }
             }
@@ -795,9 +754,6 @@ impl Conn {
             0
         };
         let filter = r.filter.clone().unwrap_or(Filter::All);
-        let ids = self.party_ids(&filter).await?;
-        let idset: Option<std::collections::HashSet<u64>> =
-            ids.as_ref().map(|v| v.iter().copied().collect());
         let epoch = store.epoch().await?;
         let mut sent = 0u32;
         let mut scanned = 0usize;
@@ -822,18 +778,13 @@ impl Conn {
                 if r.to_ledger.is_some_and(|t| e.event.ledger > t) {
                     exhausted = true;
                     let rendered = render::render(&*store, &self.hub.view, &take).await?;
-                    self.send_replayed(&rendered, epoch);
+                    self.send_replayed(&rendered, &filter, epoch);
                     break 'outer;
                 }
                 pos = e.position;
                 last_id = Some(e.event.event_id.clone());
                 let ok = r.from_ledger.is_none_or(|l| e.event.ledger >= l)
-                    && r.topic.as_ref().is_none_or(|t| *t == e.event.topic)
-                    && match (&filter, &idset) {
-                        (Filter::All, _) | (Filter::Stream(_), _) => true,
-                        (_, Some(set)) => e.event.stream_id.is_some_and(|s| set.contains(&s)),
-                        (_, None) => true,
-                    };
+                    && r.topic.as_ref().is_none_or(|t| *t == e.event.topic);
                 if ok {
                     take.push(e);
                     sent += 1;
@@ -843,10 +794,7 @@ impl Conn {
                 }
             }
             let rendered = render::render(&*store, &self.hub.view, &take).await?;
-            self.send_replayed(&rendered, epoch);
-        }
-        if !exhausted && sent < r.limit && scanned < SCAN_CAP {
-            exhausted = true;
+            sent -= self.send_replayed(&rendered, &filter, epoch);
         }
         if !exhausted {
             // Nothing more when the next event is beyond what exists.
@@ -867,12 +815,19 @@ impl Conn {
         Ok(())
     }
 
-    fn send_replayed(&self, rendered: &[render::Rendered], epoch: u64) {
+    /// Sends the replay frames of the events `filter` matches; returns how many it skipped.
+    fn send_replayed(&self, rendered: &[render::Rendered], filter: &Filter, epoch: u64) -> u32 {
+        let mut skipped = 0;
         for r in rendered {
+            if !filter.matches(r.stream_id, r.sender.as_deref(), r.recipient.as_deref()) {
+                skipped += 1;
+                continue;
+            }
             if !self.push(Out::Text(Utf8Bytes::from(r.replay_frame(epoch)))) {
-                return;
+                break;
             }
         }
+        skipped
     }
 }
 
@@ -986,7 +941,9 @@ async fn writer(
             code,
             reason: Utf8Bytes::from(reason),
         }));
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // A consumer that is merely slow still gets the reason once it drains its backlog.
+        let wait = if code == CLOSE_SHUTDOWN { 3 } else { 10 };
+        let _ = tokio::time::timeout(Duration::from_secs(wait), async {
             sink.send(frame).await?;
             sink.close().await
         })

@@ -291,7 +291,11 @@ impl Registry {
         if let Some(s) = ev.stream_id.and_then(|s| self.by_stream.get(&s)) {
             ids.extend(s.iter().copied());
         }
-        if let Some(s) = ev.recipient.as_deref().and_then(|r| self.by_recipient.get(r)) {
+        if let Some(s) = ev
+            .recipient
+            .as_deref()
+            .and_then(|r| self.by_recipient.get(r))
+        {
             ids.extend(s.iter().copied());
         }
         if let Some(s) = ev.sender.as_deref().and_then(|r| self.by_sender.get(r)) {
@@ -322,6 +326,9 @@ struct RollbackNotice {
     first_removed: Option<Position>,
 }
 
+/// A stream's sender and recipient.
+type Parties = (Arc<str>, Arc<str>);
+
 /// The hub. Cheap to share (`Arc`).
 pub struct Hub {
     pub(crate) store: Arc<dyn Store>,
@@ -339,7 +346,7 @@ pub struct Hub {
     closed: Notify,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Streams' parties as last rendered (who a rollback concerns).
-    parties: Mutex<HashMap<u64, (Arc<str>, Arc<str>)>>,
+    parties: Mutex<HashMap<u64, Parties>>,
 }
 
 /// A reserved connection slot, released on drop (also when an upgrade never completes).
@@ -564,7 +571,9 @@ impl Hub {
             }
             let head = self.registry().head;
             let cursor = self.store.cursor().await?.map(|c| c.ledger);
-            let events = self.store.events_after(head, 500).await?;
+            // Pages a quarter of a connection's queue: a healthy consumer drains between them.
+            let page = (self.cfg.send_queue / 4).clamp(1, 500) as u32;
+            let events = self.store.events_after(head, page).await?;
             if events.is_empty() {
                 if self.store.epoch().await? != epoch {
                     continue;
@@ -585,8 +594,7 @@ impl Hub {
             {
                 let mut p = lock(&self.parties);
                 for r in &rendered {
-                    if let (Some(id), Some(s), Some(rc)) = (r.stream_id, &r.sender, &r.recipient)
-                    {
+                    if let (Some(id), Some(s), Some(rc)) = (r.stream_id, &r.sender, &r.recipient) {
                         p.entry(id).or_insert_with(|| (s.clone(), rc.clone()));
                     }
                 }
@@ -613,6 +621,10 @@ impl Hub {
             metrics::counter!("fluxora_ws_events_total").increment(live.len() as u64);
             metrics::counter!("fluxora_ws_frames_total").increment(sent);
             self.progress.notify_waiters();
+            if live.len() as u32 == page {
+                // More to come: let the writers drain what this page queued.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
     }
 
@@ -736,11 +748,8 @@ impl Hub {
 /// `LISTEN`s until the hub is gone; a lost connection is an error (the caller reconnects).
 async fn listen(url: &str, hub: &std::sync::Weak<Hub>) -> Result<(), sqlx::Error> {
     let mut l = sqlx::postgres::PgListener::connect(url).await?;
-    l.listen_all([
-        crate::store::NOTIFY_COMMITS,
-        crate::store::NOTIFY_ROLLBACKS,
-    ])
-    .await?;
+    l.listen_all([crate::store::NOTIFY_COMMITS, crate::store::NOTIFY_ROLLBACKS])
+        .await?;
     // Anything committed while (re)connecting is read by position on this wake-up.
     if let Some(h) = hub.upgrade() {
         h.wake.notify_one();

@@ -72,7 +72,12 @@ impl Filter {
     }
 
     /// Does an event of `stream` with these parties match?
-    pub fn matches(&self, stream: Option<u64>, sender: Option<&str>, recipient: Option<&str>) -> bool {
+    pub fn matches(
+        &self,
+        stream: Option<u64>,
+        sender: Option<&str>,
+        recipient: Option<&str>,
+    ) -> bool {
         match self {
             Filter::All => true,
             Filter::Stream(id) => stream == Some(*id),
@@ -276,10 +281,7 @@ fn alias<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Result<Option<&'a V
     Ok(found)
 }
 
-fn address_of(
-    obj: &Map<String, Value>,
-    names: &[&str],
-) -> Result<Option<String>, ProtoError> {
+fn address_of(obj: &Map<String, Value>, names: &[&str]) -> Result<Option<String>, ProtoError> {
     match alias(obj, names)? {
         None => Ok(None),
         Some(Value::String(s)) => {
@@ -434,8 +436,10 @@ mod tests {
             })
         );
         assert_eq!(
-            parse(&format!(r#"{{"type":"unsubscribe","filter":{{"sender_address":"{G}"}}}}"#))
-                .unwrap(),
+            parse(&format!(
+                r#"{{"type":"unsubscribe","filter":{{"sender_address":"{G}"}}}}"#
+            ))
+            .unwrap(),
             ClientMessage::Unsubscribe(Filter::Sender(G.into()))
         );
         assert_eq!(

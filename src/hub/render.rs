@@ -103,7 +103,8 @@ fn json_str(s: &str) -> String {
 /// The `stream_update_batch` frame of a run of one stream's events.
 pub fn batch_frame(events: &[Arc<LiveEvent>]) -> String {
     let last = events.last();
-    let mut out = String::with_capacity(64 + events.iter().map(|e| e.item.len() + 1).sum::<usize>());
+    let mut out =
+        String::with_capacity(64 + events.iter().map(|e| e.item.len() + 1).sum::<usize>());
     out.push_str("{\"type\":\"stream_update_batch\",\"streamId\":");
     out.push_str(last.map_or("null", |e| &e.stream_json));
     out.push_str(&format!(
@@ -143,7 +144,11 @@ pub async fn render(
             .collect()
     } else {
         let mut m = HashMap::new();
-        for l in events.iter().map(|e| e.event.ledger).collect::<BTreeSet<_>>() {
+        for l in events
+            .iter()
+            .map(|e| e.event.ledger)
+            .collect::<BTreeSet<_>>()
+        {
             if let Some(r) = store.ledger(l).await? {
                 m.insert(l, r.close_time);
             }
@@ -159,7 +164,8 @@ pub async fn render(
             }
         }
     }
-    let mut parties: HashMap<u64, (Arc<str>, Arc<str>)> = HashMap::new();
+    // Parties as of each (stream, ledger): a recipient may change (transfers).
+    let mut parties: HashMap<(u64, u32), (Arc<str>, Arc<str>)> = HashMap::new();
     let mut out = Vec::with_capacity(events.len());
     for e in events {
         let ev = &e.event;
@@ -191,8 +197,13 @@ pub async fn render(
                 };
                 obj.insert("event".into(), event);
                 let (snd, rcp) = parties
-                    .entry(s.stream_id)
-                    .or_insert_with(|| (Arc::from(s.sender.as_str()), Arc::from(s.recipient.as_str())))
+                    .entry((s.stream_id, ev.ledger))
+                    .or_insert_with(|| {
+                        (
+                            Arc::from(s.sender.as_str()),
+                            Arc::from(s.recipient.as_str()),
+                        )
+                    })
                     .clone();
                 (Value::Object(obj), Some(snd), Some(rcp))
             }
