@@ -88,7 +88,9 @@ async fn upgrade(State(ctx): State<ApiContext>, req: Request) -> Response {
             return ApiError::unavailable("the server is shutting down").into_response()
         }
     };
+    // Client messages are small: a small read buffer keeps idle connections cheap.
     ws.max_message_size(MAX_WS_READ)
         .max_frame_size(MAX_WS_READ)
+        .read_buffer_size(4096)
         .on_upgrade(move |socket| conn::serve(hub, socket, slot, creds))
 }
