@@ -1,7 +1,8 @@
 //! WebSocket fan-out: 1,000 and 10,000 subscribers on loopback, events at a fixed rate.
 //!
 //! The server process runs what `fluxora serve` runs: a simulated network's ledgers are closed at
-//! a fixed cadence (10 per second) and ingested by the real [`Ingestor`] into a fresh SQLite
+//! a fixed cadence (2 per second, `FLUXORA_BENCH_LEDGERS_PER_SEC`; Stellar closes one about every
+//! 5 s) and ingested by the real [`Ingestor`] into a fresh SQLite
 //! store; the hub fans every committed event out to every subscriber (each holds an all-streams
 //! subscription, the worst case of fan-out). The subscribers are real `tokio-tungstenite`
 //! clients in a child process (this same binary re-executed), so that each process stays within
@@ -108,7 +109,9 @@ async fn child() {
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             };
-            c.send_text(br#"{"type":"subscribe","all":true}"#).await.unwrap();
+            c.send_text(br#"{"type":"subscribe","all":true}"#)
+                .await
+                .unwrap();
             drop(permit);
             let mut got: Vec<(i64, u64)> = Vec::with_capacity(4096);
             let mut acked = false;
@@ -341,8 +344,9 @@ async fn run(n: u64, secs: u64, target_msgs: u64) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let url = DatabaseUrl::Sqlite(format!("sqlite://{}/ws.db", dir.path().display()));
     let store: Arc<dyn Store> = Arc::from(store::open(&url).await.map_err(|e| e.to_string())?);
-    // Ten ledgers a second carrying about target/n events a second in all.
-    let per_ledger = (target_msgs as f64 / n as f64 / 10.0).max(0.5);
+    // `rate` ledgers a second carrying about target/n events a second in all.
+    let rate = env_u64("FLUXORA_BENCH_LEDGERS_PER_SEC", 2).max(1);
+    let per_ledger = (target_msgs as f64 / n as f64 / rate as f64).max(0.5);
     let txs = ((per_ledger / 1.1).round() as u32).max(1);
     let mut gen = Generator::new(GenConfig {
         seed: 5,
@@ -455,10 +459,10 @@ async fn run(n: u64, secs: u64, target_msgs: u64) -> Result<String, String> {
         }
         stdin
     });
-    // Ten ledgers a second: 2 s of warm-up, then the measured window.
+    // Ledgers at the fixed cadence: 2 s of warm-up, then the measured window.
     let warmup = Duration::from_secs(2);
     let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut window_from = 0;
     let mut rss_peak = 0;

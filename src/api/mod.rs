@@ -133,6 +133,10 @@ pub async fn serve(
 ) -> Result<Server, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    // Small frames (WebSocket updates, short JSON) go out at once instead of waiting on Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         axum::serve(
             listener,

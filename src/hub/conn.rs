@@ -848,16 +848,21 @@ async fn writer(
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping, cfg.ping);
     let mut batches: Vec<(Option<u64>, Batch)> = Vec::new();
+    // Created once: a fresh future per message would re-register with shared notifiers.
+    let killed = kill.notify.notified();
+    tokio::pin!(killed);
+    let stopping = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopping);
+    let mut out: Vec<Message> = Vec::new();
     let close: Option<(u16, &'static str)> = 'run: loop {
-        if *shutdown.borrow() {
-            break Some((CLOSE_SHUTDOWN, REASON_SHUTDOWN));
-        }
         let due = batches.iter().map(|(_, b)| b.due).min();
-        let mut out: Vec<Message> = Vec::new();
+        out.clear();
         tokio::select! {
             biased;
-            _ = kill.notify.notified() => break kill.reason(),
-            _ = shutdown.changed() => continue,
+            _ = &mut killed => break kill.reason(),
+            _ = &mut stopping => break Some((CLOSE_SHUTDOWN, REASON_SHUTDOWN)),
             _ = ping.tick() => {
                 if missed.fetch_add(1, Ordering::AcqRel) >= 2 {
                     break Some((CLOSE_PING_TIMEOUT, REASON_PING_TIMEOUT));
@@ -921,15 +926,15 @@ async fn writer(
             continue;
         }
         let write = async {
-            for m in out {
+            for m in out.drain(..) {
                 sink.feed(m).await?;
             }
             sink.flush().await
         };
         tokio::select! {
             biased;
-            _ = kill.notify.notified() => break 'run kill.reason(),
-            _ = shutdown.wait_for(|s| *s) => break 'run Some((CLOSE_SHUTDOWN, REASON_SHUTDOWN)),
+            _ = &mut killed => break 'run kill.reason(),
+            _ = &mut stopping => break 'run Some((CLOSE_SHUTDOWN, REASON_SHUTDOWN)),
             r = write => if r.is_err() { break 'run None },
         }
     };
