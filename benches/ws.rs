@@ -68,6 +68,37 @@ fn rss_mb() -> u64 {
         .map_or(0, |kb| kb / 1024)
 }
 
+/// CPU seconds (user + system) of a process, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`, which may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let u: f64 = f.get(11)?.parse().ok()?;
+            let k: f64 = f.get(12)?.parse().ok()?;
+            Some((u + k) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// (busy, total) jiffies of the whole machine, from `/proc/stat`.
+fn machine_jiffies() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -466,11 +497,14 @@ async fn run(n: u64, secs: u64, target_msgs: u64) -> Result<String, String> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut window_from = 0;
     let mut rss_peak = 0;
+    let child_pid = child.id().map(|p| p.to_string()).unwrap_or_default();
+    let mut cpu0 = (0.0, 0.0, (0.0, 0.0));
     loop {
         tick.tick().await;
         let el = start.elapsed();
         if el >= warmup && window_from == 0 {
             window_from = now_us();
+            cpu0 = (cpu_secs("self"), cpu_secs(&child_pid), machine_jiffies());
         }
         if el >= warmup + Duration::from_secs(secs) {
             break;
@@ -483,6 +517,16 @@ async fn run(n: u64, secs: u64, target_msgs: u64) -> Result<String, String> {
         rss_peak = rss_peak.max(rss_mb());
     }
     let window_to = now_us();
+    let wsecs = (window_to - window_from) as f64 / 1e6;
+    let (busy, total) = machine_jiffies();
+    eprintln!(
+        "  (cores used in the window: server {:.2}, subscribers {:.2}, whole machine {:.2} of {})",
+        (cpu_secs("self") - cpu0.0) / wsecs,
+        (cpu_secs(&child_pid) - cpu0.1) / wsecs,
+        (busy - cpu0.2 .0) / (total - cpu0.2 .1).max(1.0)
+            * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     recorder.abort();
     let mut stdin = {
