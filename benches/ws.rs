@@ -15,7 +15,8 @@
 //! `ws subscribers=<n> msgs_per_sec=<n> p50_ms=<n> p99_ms=<n> rss_mb=<n>`.
 //!
 //! `FLUXORA_BENCH_SUBSCRIBERS` (e.g. `1000,10000`), `FLUXORA_BENCH_SECS` (measured seconds,
-//! default 10, after 2 s of warm-up).
+//! default 10, after 2 s of warm-up); `FLUXORA_BENCH_DEBUG` prints the latency spread of every
+//! commit. On stderr: the cores the server, the subscribers and the whole machine used.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -201,6 +202,7 @@ async fn child() {
         }
     }
     let mut lat: Vec<u64> = Vec::new();
+    let mut debug_samples: Vec<(u64, u64)> = Vec::new();
     let mut total = 0u64;
     for t in tasks {
         for (p, at) in t.await.unwrap() {
@@ -208,8 +210,27 @@ async fn child() {
             if let Some(c) = commit_of.get(&p) {
                 if *c >= window.0 && *c < window.1 {
                     lat.push(at.saturating_sub(*c));
+                    debug_samples.push((*c, at.saturating_sub(*c)));
                 }
             }
+        }
+    }
+    if std::env::var("FLUXORA_BENCH_DEBUG").is_ok() {
+        // Per commit: the spread of its messages' latencies.
+        let mut per: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        for t in &debug_samples {
+            per.entry(t.0).or_default().push(t.1);
+        }
+        for (c, mut v) in per {
+            v.sort_unstable();
+            eprintln!(
+                "commit at +{}ms: n={} min={}ms p50={}ms max={}ms",
+                (c - window.0) / 1000,
+                v.len(),
+                v[0] / 1000,
+                v[v.len() / 2] / 1000,
+                v[v.len() - 1] / 1000
+            );
         }
     }
     lat.sort_unstable();

@@ -247,6 +247,19 @@ impl Client {
         }
     }
 
+    /// Frames until the events received include position `last` (none expected: a short
+    /// wait), then whatever follows within a short quiet period (extras and duplicates show).
+    async fn upto(&mut self, last: Option<i64>) -> Vec<Value> {
+        let mut out = Vec::new();
+        if let Some(last) = last {
+            while !positions(&out).contains(&last) {
+                out.push(self.recv().await);
+            }
+        }
+        out.extend(self.drain(Duration::from_millis(300)).await);
+        out
+    }
+
     /// Frames until none arrives for `quiet`.
     async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
         let mut out = Vec::new();
@@ -430,14 +443,18 @@ async fn filters_aliases_and_one_delivery_per_event() {
         "stream {id} had no new event; pick another seed"
     );
     let quiet = Duration::from_millis(700);
-    assert_eq!(positions(&by_id.drain(quiet).await), of_id);
-    assert_eq!(positions(&by_recipient.drain(quiet).await), of_recipient);
-    assert_eq!(positions(&by_sender.drain(quiet).await), of_sender);
-    let union: BTreeSet<i64> = of_id.iter().chain(&of_recipient).copied().collect();
+    assert_eq!(positions(&by_id.upto(of_id.last().copied()).await), of_id);
     assert_eq!(
-        positions(&both.drain(quiet).await),
-        union.into_iter().collect::<Vec<_>>()
+        positions(&by_recipient.upto(of_recipient.last().copied()).await),
+        of_recipient
     );
+    assert_eq!(
+        positions(&by_sender.upto(of_sender.last().copied()).await),
+        of_sender
+    );
+    let union: BTreeSet<i64> = of_id.iter().chain(&of_recipient).copied().collect();
+    let union: Vec<i64> = union.into_iter().collect();
+    assert_eq!(positions(&both.upto(union.last().copied()).await), union);
 
     // Unsubscribe stops the flow and is acknowledged.
     by_id
@@ -533,7 +550,11 @@ async fn every_error_code_and_the_socket_stays_open() {
     for _ in 0..35 {
         r.send(json!({"type":"ping"})).await;
     }
-    let frames = r.drain(Duration::from_millis(500)).await;
+    let mut frames = Vec::new();
+    while frames.len() < 35 {
+        frames.push(r.recv().await);
+    }
+    frames.extend(r.drain(Duration::from_millis(200)).await);
     let pongs = frames.iter().filter(|f| f["type"] == "pong").count();
     let limited = frames
         .iter()
@@ -554,7 +575,7 @@ async fn batching_groups_a_streams_events() {
     let head = env.store.last_position().await.unwrap();
     env.advance(40).await;
     let last = env.store.last_position().await.unwrap();
-    let frames = c.drain(Duration::from_millis(600)).await;
+    let frames = c.upto(Some(last)).await;
     assert!(frames.iter().all(|f| f["type"] == "stream_update_batch"));
     assert!(
         frames
@@ -679,8 +700,7 @@ async fn resume_during_live_traffic_has_no_gap_and_no_duplicate() {
         .await;
     env.gen = traffic.await.unwrap();
     let last = env.store.last_position().await.unwrap();
-    let quiet = Duration::from_millis(800);
-    let frames = all.drain(quiet).await;
+    let frames = all.upto(Some(last)).await;
     assert!(frames.iter().any(|f| f["type"] == "resumed"));
     assert!(frames.iter().any(|f| f["replay"] == true));
     assert_eq!(positions(&frames), ((mid + 1)..=last).collect::<Vec<_>>());
@@ -690,7 +710,7 @@ async fn resume_during_live_traffic_has_no_gap_and_no_duplicate() {
         .filter(|e| e.event.stream_id == Some(id))
         .map(|e| e.position)
         .collect();
-    assert_eq!(positions(&one.drain(quiet).await), of_id);
+    assert_eq!(positions(&one.upto(of_id.last().copied()).await), of_id);
     let mut of_party = Vec::new();
     for e in stored.iter().filter(|e| e.position > mid) {
         if let Some(s) = e.event.stream_id {
@@ -700,12 +720,12 @@ async fn resume_during_live_traffic_has_no_gap_and_no_duplicate() {
             }
         }
     }
-    let mut got = positions(&party.drain(quiet).await);
+    let mut got = positions(&party.upto(of_party.last().copied()).await);
     got.sort();
     assert_eq!(got, of_party);
     // The live watcher saw every event exactly once too.
     assert_eq!(
-        positions(&watcher.drain(quiet).await),
+        positions(&watcher.upto(Some(last)).await),
         ((start + 1)..=last).collect::<Vec<_>>()
     );
 }
@@ -728,12 +748,20 @@ async fn a_reorg_is_announced_before_the_new_branch_and_old_cursors_go_stale() {
         .subscribe(json!({"recipient_address": nobody}))
         .await;
     env.advance(10).await;
-    let before = all.drain(Duration::from_millis(500)).await;
-    let old_last = positions(&before).last().copied().unwrap();
+    let old_last = env.store.last_position().await.unwrap();
+    let before = all.upto(Some(old_last)).await;
+    assert_eq!(positions(&before).last().copied(), Some(old_last));
     env.fork(4).await;
     let reorg = env.store.reorgs(1).await.unwrap().remove(0);
     assert_eq!(reorg.epoch, 1);
-    let frames = all.drain(Duration::from_millis(800)).await;
+    let new_last = env.store.last_position().await.unwrap();
+    let mut frames = Vec::new();
+    while !frames.iter().any(|f: &Value| {
+        f["epoch"] == 1 && f["position"] == new_last && f["type"] == "stream_update"
+    }) {
+        frames.push(all.recv().await);
+    }
+    frames.extend(all.drain(Duration::from_millis(300)).await);
     let rb = frames
         .iter()
         .position(|f| f["type"] == "rollback")
@@ -750,7 +778,6 @@ async fn a_reorg_is_announced_before_the_new_branch_and_old_cursors_go_stale() {
     let after: Vec<&Value> = frames[rb + 1..].iter().collect();
     assert!(after.iter().all(|f| f["epoch"] == 1));
     let first_removed = reorg.first_position.unwrap();
-    let new_last = env.store.last_position().await.unwrap();
     assert_eq!(
         positions(&frames[rb + 1..]),
         (first_removed..=new_last).collect::<Vec<_>>()

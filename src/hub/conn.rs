@@ -180,7 +180,9 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, slot: Slot, creds: Credenti
                         );
                         continue;
                     }
-                    conn.handle(t.as_str()).await;
+                    // Boxed: the (large) state of a resume or replay lives on the heap only
+                    // while it runs, not in every idle connection's task.
+                    Box::pin(conn.handle(t.as_str())).await;
                 }
             },
             _ = &mut writer => {
