@@ -564,6 +564,21 @@ async fn every_error_code_and_the_socket_stays_open() {
     // Errors never closed the sockets.
     c.send(json!({"type":"ping"})).await;
     assert_eq!(c.recv().await["type"], "pong");
+    // A store failure is INTERNAL_ERROR (details in the server log), and the socket stays.
+    let db = env._dir.path().join("ws.db");
+    let admin = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE streams RENAME TO streams_gone")
+        .execute(&admin)
+        .await
+        .unwrap();
+    c.send(json!({"type":"subscribe","stream_id":"1"})).await;
+    let e = c.recv().await;
+    assert_eq!(e["code"], "INTERNAL_ERROR", "{e}");
+    assert_frame_meta(&e);
+    c.send(json!({"type":"ping"})).await;
+    assert_eq!(c.recv().await["type"], "pong");
 }
 
 #[tokio::test]
@@ -913,6 +928,14 @@ async fn connection_caps_refuse_the_upgrade() {
     .await;
     let a = env.client().await;
     let _b = env.client().await;
+    // /health counts them.
+    let health: Value = reqwest::get(format!("http://{}/health", env.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["wsConnections"], 2, "{health}");
     match tokio_tungstenite::connect_async(env.url()).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
             assert_eq!(r.status(), 429);
@@ -1033,4 +1056,31 @@ async fn an_api_only_process_fans_out_what_another_process_ingests() {
     let _ = child.kill().await;
     drop(env);
     db.drop_db().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resume_older_than_the_window_is_stale() {
+    let mut env = Env::new(HubConfig {
+        resume_window: 5,
+        ..HubConfig::default()
+    })
+    .await;
+    env.advance(10).await;
+    let last = env.store.last_position().await.unwrap();
+    assert!(last > 6);
+    let mut c = env.client().await;
+    c.send(json!({"type":"subscribe","all":true,"resume_from": last - 6, "epoch": 0}))
+        .await;
+    let e = c.recv().await;
+    assert_eq!(e["code"], "STALE_CURSOR", "{e}");
+    assert_eq!(e["reason"], "beyond_retention");
+    assert_eq!(e["epoch"], 0);
+    // Within the window it resumes.
+    let ack = c
+        .subscribe(json!({"all": true, "resume_from": last - 5, "epoch": 0}))
+        .await;
+    assert_eq!(ack["replayThrough"], last);
+    let frames = c.until(|v| v["type"] == "resumed").await;
+    assert_eq!(positions(&frames), ((last - 4)..=last).collect::<Vec<_>>());
+    assert_eq!(frames.last().unwrap()["replayed"], 5);
 }
