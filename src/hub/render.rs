@@ -4,7 +4,9 @@
 //! An event's `payload` is the client stream object (`client-contracts.md` §2, decimal strings)
 //! as it stood after the event's ledger, with amounts computed at that ledger's close time (so
 //! that a live frame and the same event replayed later are identical), plus `"event"`: the event
-//! that caused it. Contract-wide events (no stream) carry only `"event"`.
+//! that caused it. Events that are not about a stream (offers, whose id is an offer id, and
+//! contract-wide changes) carry only `"event"` and `streamId: null`; address subscriptions still
+//! match the sender and recipient such an event names.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -207,12 +209,28 @@ pub async fn render(
                     .clone();
                 (Value::Object(obj), Some(snd), Some(rcp))
             }
-            None => (json!({ "event": event }), None, None),
+            None => {
+                // Not about a stream (an offer, a contract-wide change): parties as the event
+                // names them, if it does.
+                let party = |k: &str| {
+                    ev.decoded
+                        .get("fields")
+                        .and_then(|f| f.get(k))
+                        .and_then(Value::as_str)
+                        .map(Arc::<str>::from)
+                };
+                (
+                    json!({ "event": event }),
+                    party("sender"),
+                    party("recipient"),
+                )
+            }
         };
         out.push(Rendered {
             position: e.position,
             ledger: ev.ledger,
-            stream_id: ev.stream_id,
+            // Routed and labelled as a stream's only when it is one (an offer's id is not).
+            stream_id: state.map(|s| s.stream_id),
             sender,
             recipient,
             event_id: ev.event_id.clone(),
