@@ -570,7 +570,10 @@ impl Hub {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                _ = shutdown.changed() => {}
+                r = shutdown.changed() => if r.is_err() {
+                    // The shutdown sender is gone: so is the server.
+                    break;
+                },
             }
         }
     }
@@ -612,7 +615,7 @@ impl Hub {
                 let mut p = lock(&self.parties);
                 for r in &rendered {
                     if let (Some(id), Some(s), Some(rc)) = (r.stream_id, &r.sender, &r.recipient) {
-                        p.entry(id).or_insert_with(|| (s.clone(), rc.clone()));
+                        p.insert(id, (s.clone(), rc.clone()));
                     }
                 }
             }
