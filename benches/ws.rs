@@ -374,6 +374,12 @@ impl LeanClient {
 }
 
 async fn parent() {
+    if std::env::var("FLUXORA_BENCH_DEBUG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("fluxora::hub=trace")
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let counts: Vec<u64> = std::env::var("FLUXORA_BENCH_SUBSCRIBERS")
         .unwrap_or_else(|_| "1000,10000".into())
         .split(',')

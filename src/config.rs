@@ -91,7 +91,8 @@ pub struct RawSettings {
     /// WebSocket connections at most (default 20000; 0: no cap).
     #[arg(long, env = "WS_MAX_CONNECTIONS", global = true)]
     pub ws_max_connections: Option<String>,
-    /// Frames queued per WebSocket connection before it is closed as a slow consumer (default 1024).
+    /// Items (frames, or pages for all-streams-only connections) queued per WebSocket connection
+    /// before it is closed as a slow consumer (default 1024).
     #[arg(long, env = "WS_SEND_QUEUE", global = true)]
     pub ws_send_queue: Option<String>,
     /// Milliseconds between server pings; two unanswered ones close the socket (default 30000).

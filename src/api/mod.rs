@@ -133,9 +133,12 @@ pub async fn serve(
 ) -> Result<Server, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    // Small frames (WebSocket updates, short JSON) go out at once instead of waiting on Nagle.
+    // Small frames (WebSocket updates, short JSON) go out at once instead of waiting on Nagle,
+    // and a send buffer that holds a commit's worth of frames: a fresh socket's default (16 KiB)
+    // would split a larger write into rounds that wait for the client.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(256 * 1024);
     });
     let task = tokio::spawn(async move {
         axum::serve(

@@ -892,28 +892,12 @@ async fn writer(
                             flush_all(&mut batches, &mut out);
                             out.push(Message::Text(t));
                         }
-                        Out::Event { ev, batch: false } => {
-                            flush_all(&mut batches, &mut out);
-                            out.push(Message::Text(ev.frame.clone()));
+                        Out::Event { ev, batch } => {
+                            add_event(ev, batch, &mut batches, &mut out, &cfg);
                         }
-                        Out::Event { ev, batch: true } => {
-                            let key = ev.stream_id;
-                            match batches.iter_mut().position(|(k, _)| *k == key) {
-                                Some(i) => {
-                                    batches[i].1.events.push(ev);
-                                    if batches[i].1.events.len() >= cfg.batch_max {
-                                        let (_, b) = batches.remove(i);
-                                        out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
-                                    }
-                                }
-                                None => {
-                                    let b = Batch { events: vec![ev], due: Instant::now() + cfg.batch_window };
-                                    if cfg.batch_max <= 1 {
-                                        out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
-                                    } else {
-                                        batches.push((key, b));
-                                    }
-                                }
+                        Out::Page { events, batch } => {
+                            for ev in events.iter() {
+                                add_event(ev.clone(), batch, &mut batches, &mut out, &cfg);
                             }
                         }
                     }
@@ -955,6 +939,42 @@ async fn writer(
             sink.close().await
         })
         .await;
+    }
+}
+
+/// Queues an event's frame, or adds it to its stream's batch (flushed when full).
+fn add_event(
+    ev: Arc<LiveEvent>,
+    batch: bool,
+    batches: &mut Vec<(Option<u64>, Batch)>,
+    out: &mut Vec<Message>,
+    cfg: &WriterCfg,
+) {
+    if !batch {
+        flush_all(batches, out);
+        out.push(Message::Text(ev.frame.clone()));
+        return;
+    }
+    let key = ev.stream_id;
+    match batches.iter_mut().position(|(k, _)| *k == key) {
+        Some(i) => {
+            batches[i].1.events.push(ev);
+            if batches[i].1.events.len() >= cfg.batch_max {
+                let (_, b) = batches.remove(i);
+                out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+            }
+        }
+        None => {
+            let b = Batch {
+                events: vec![ev],
+                due: Instant::now() + cfg.batch_window,
+            };
+            if cfg.batch_max <= 1 {
+                out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+            } else {
+                batches.push((key, b));
+            }
+        }
     }
 }
 

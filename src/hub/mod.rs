@@ -45,7 +45,8 @@ pub struct HubConfig {
     pub max_connections: usize,
     /// Open connections per client IP at most (0: no cap).
     pub max_connections_per_ip: usize,
-    /// Frames queued per connection before it is closed as a slow consumer.
+    /// Items queued per connection (frames; a whole page for an all-streams-only connection)
+    /// before it is closed as a slow consumer.
     pub send_queue: usize,
     /// Server pings this often; two unanswered ones close the connection.
     pub ping_interval: Duration,
@@ -103,7 +104,16 @@ pub(crate) type ConnId = u64;
 #[derive(Debug)]
 pub(crate) enum Out {
     Text(Utf8Bytes),
-    Event { ev: Arc<LiveEvent>, batch: bool },
+    Event {
+        ev: Arc<LiveEvent>,
+        batch: bool,
+    },
+    /// A whole page of events for a connection whose only subscription is all-streams: one
+    /// queue item and one wake-up for the lot.
+    Page {
+        events: Arc<[Arc<LiveEvent>]>,
+        batch: bool,
+    },
 }
 
 /// Fired once to close a connection with a code and reason.
@@ -288,15 +298,53 @@ impl Registry {
     /// in one go (one wake-up of their writer); the others event by event. Returns frames queued.
     fn dispatch(&mut self, page: &[Arc<LiveEvent>]) -> u64 {
         let mut sent = 0;
+        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            return 0;
+        };
+        let shared: Arc<[Arc<LiveEvent>]> = page.into();
+        let n = page.len() as u64;
         let all = std::mem::take(&mut self.all);
-        for id in &all {
-            if let Some(c) = self.conns.get_mut(id) {
-                for ev in page {
-                    if c.last_offered >= ev.position {
-                        continue;
+        let by_iteration = all.len() * 2 > self.conns.len();
+        let mut offer_all = |c: &mut ConnEntry| {
+            // The common case: one live all-streams subscription that already had everything
+            // before this page. The page goes as one item.
+            if let [s] = c.subs.as_slice() {
+                if s.live
+                    && s.filter == Filter::All
+                    && s.from < first.position
+                    && c.last_offered < first.position
+                    && c.pending.is_none()
+                {
+                    c.last_offered = last.position;
+                    let batch = s.batching;
+                    if c.send(Out::Page {
+                        events: shared.clone(),
+                        batch,
+                    }) {
+                        sent += n;
                     }
-                    c.last_offered = ev.position;
-                    sent += c.offer(ev);
+                    return;
+                }
+            }
+            for ev in page {
+                if c.last_offered >= ev.position {
+                    continue;
+                }
+                c.last_offered = ev.position;
+                sent += c.offer(ev);
+            }
+        };
+        if by_iteration {
+            // Most connections listen to everything: walk them (no hashing).
+            for c in self.conns.values_mut() {
+                if c.subs.iter().any(|s| s.filter == Filter::All) {
+                    offer_all(c);
+                }
+            }
+        } else {
+            for id in &all {
+                if let Some(c) = self.conns.get_mut(id) {
+                    offer_all(c);
                 }
             }
         }
