@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, ApiContext};
 use crate::config::HttpSettings;
+use crate::hub::{Hub, HubConfig, Wake};
 use crate::projection::view::ViewOptions;
 
 use crate::chain::horizon::HorizonSource;
@@ -41,28 +43,56 @@ pub enum AppError {
     Invalid(String),
 }
 
-/// The API context both commands serve.
+/// The API context both commands serve, with its WebSocket hub woken by `wakes`.
 #[allow(clippy::too_many_arguments)]
-fn api_context(
+async fn api_context(
     store: Arc<dyn Store>,
     status: watch::Receiver<IndexerStatus>,
     source: Option<Arc<dyn LedgerSource>>,
     view: ViewOptions,
     network: Option<String>,
     http: HttpSettings,
+    firehose_key: Option<String>,
+    wakes: Vec<Wake>,
     shutdown: watch::Receiver<bool>,
     admin_api_key: Option<Secret>,
     webhooks: WebhookAdmin,
-) -> ApiContext {
-    ApiContext {
+) -> Result<ApiContext, AppError> {
+    let ws_connections = Arc::new(AtomicUsize::new(0));
+    let hub = Hub::start(
+        store.clone(),
+        view.clone(),
+        hub_config(&http, firehose_key),
+        wakes,
+        ws_connections.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    Ok(ApiContext {
         status,
         source,
         network,
         http,
+        ws_connections,
         shutdown,
         admin_api_key,
         webhooks,
+        hub: Some(hub),
         ..ApiContext::new(store, view)
+    })
+}
+
+/// The hub's settings from the HTTP ones.
+pub fn hub_config(http: &HttpSettings, firehose_key: Option<String>) -> HubConfig {
+    let ws = &http.ws;
+    HubConfig {
+        max_connections: ws.max_connections as usize,
+        max_connections_per_ip: ws.max_connections_per_ip as usize,
+        send_queue: ws.send_queue as usize,
+        ping_interval: Duration::from_millis(ws.ping_interval_ms),
+        resume_window: ws.resume_window,
+        firehose_key,
+        ..HubConfig::default()
     }
 }
 
@@ -112,15 +142,29 @@ async fn stop_dispatcher(task: Option<tokio::task::JoinHandle<()>>, bound: Durat
     }
 }
 
-async fn start_api(addr: SocketAddr, ctx: ApiContext) -> Result<api::Server, AppError> {
+async fn start_api(
+    addr: SocketAddr,
+    ctx: ApiContext,
+) -> Result<(api::Server, Option<Arc<Hub>>), AppError> {
     let shutdown = ctx.shutdown.clone();
-    api::serve(addr, api::router(ctx), shutdown)
+    let hub = ctx.hub.clone();
+    let server = api::serve(addr, api::router(ctx), shutdown)
         .await
-        .map_err(|source| AppError::Listen { addr, source })
+        .map_err(|source| AppError::Listen { addr, source })?;
+    Ok((server, hub))
 }
 
-/// Waits for the HTTP server to finish its in-flight requests (bounded).
-async fn stop_api(server: api::Server) {
+/// Closes the WebSocket connections (1001, `{"reason":"server_shutdown"}`), then waits for the
+/// HTTP server to finish its in-flight requests (both bounded).
+async fn stop_api((server, hub): (api::Server, Option<Arc<Hub>>)) {
+    if let Some(hub) = hub {
+        if !hub.drained(Duration::from_secs(5)).await {
+            tracing::warn!(
+                open = hub.connections(),
+                "WebSocket connections still open after 5 s"
+            );
+        }
+    }
     match tokio::time::timeout(Duration::from_secs(15), server.task).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
@@ -225,6 +269,14 @@ pub fn spawn_signal_handler(stop: watch::Sender<bool>) {
     });
 }
 
+/// The admin key, which also guards the all-streams WebSocket subscription.
+fn firehose_key(settings: &Settings) -> Option<String> {
+    settings
+        .admin_api_key
+        .as_ref()
+        .map(|k| k.expose().to_string())
+}
+
 /// `fluxora serve`: the API, and (unless `ingest` is false) ingestion of the configured network
 /// into the store, following the tip.
 pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
@@ -243,6 +295,11 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
     let bound = settings.webhooks.attempt_timeout + Duration::from_secs(5);
     if !ingest {
         let (_status_tx, status_rx) = watch::channel(IndexerStatus::new());
+        // Another process ingests: PostgreSQL tells of its commits; the hub's poll covers SQLite.
+        let wakes = match &settings.database_url {
+            DatabaseUrl::Postgres(url) => vec![Wake::Postgres(url.clone())],
+            DatabaseUrl::Sqlite(_) => Vec::new(),
+        };
         let mut ctx = api_context(
             store.clone(),
             status_rx,
@@ -250,13 +307,16 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
             view,
             settings.network_passphrase.clone(),
             settings.http.clone(),
+            firehose_key(&settings),
+            wakes,
             stop_rx.clone(),
             settings.admin_api_key.clone(),
             admin,
-        );
+        )
+        .await?;
         ctx.asset = settings.token_symbol.clone();
         let server = start_api(settings.listen_addr, ctx).await?;
-        tracing::info!(addr = %server.addr, "serving the API only (no ingestion)");
+        tracing::info!(addr = %server.0.addr, "serving the API only (no ingestion)");
         let dispatch = spawn_dispatcher(dispatcher, stop_rx.clone(), None);
         let mut stop = stop_rx;
         let _ = stop.wait_for(|s| *s).await;
@@ -318,14 +378,17 @@ pub async fn serve(settings: Settings, ingest: bool) -> Result<(), AppError> {
         view,
         Some(passphrase),
         settings.http.clone(),
+        firehose_key(&settings),
+        vec![Wake::Notices(ingestor.notices())],
         stop_rx.clone(),
         settings.admin_api_key.clone(),
         admin,
-    );
+    )
+    .await?;
     ctx.asset = settings.token_symbol.clone();
     ctx.streams = api::cache::StreamCache::new(generation_rx);
     let server = start_api(settings.listen_addr, ctx).await?;
-    tracing::info!(addr = %server.addr, source = source.name(), contract = %contract.as_str(), "serving the API; ingesting");
+    tracing::info!(addr = %server.0.addr, source = source.name(), contract = %contract.as_str(), "serving the API; ingesting");
     let dispatch = spawn_dispatcher(dispatcher, stop_rx.clone(), Some(ingestor.notices()));
     let status = spawn_status_line(ingestor.status(), stop_rx.clone());
     let result = ingestor.run(stop_rx.clone()).await;
@@ -461,14 +524,17 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
         view,
         Some(passphrase.clone()),
         opts.http.clone(),
+        None,
+        vec![Wake::Notices(ingestor.notices())],
         stop_rx.clone(),
         Some(admin_key.clone()),
         admin,
-    );
+    )
+    .await?;
     ctx.streams = api::cache::StreamCache::new(generation_rx);
     let server = start_api(opts.listen_addr, ctx).await?;
     let dispatch = spawn_dispatcher(dispatcher, stop_rx.clone(), Some(ingestor.notices()));
-    let addr = server.addr;
+    let addr = server.0.addr;
     println!("Fluxora demo: a simulated Stellar network, indexed live.");
     println!(
         "  simulated network (Stellar RPC): {}/   Horizon: {}/ledgers",
@@ -493,6 +559,7 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
     println!(
         "      -d '{{\"url\":\"http://127.0.0.1:9000/hook\"}}' http://{addr}/api/admin/webhooks"
     );
+    println!("  live:     ws://{addr}/ws/streams   (e.g. {{\"type\":\"subscribe\",\"all\":true}})");
     println!("  (Ctrl-C stops)");
     let status = spawn_status_line(ingestor.status(), stop_rx.clone());
     let result = ingestor.run(stop_rx).await;

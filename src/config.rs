@@ -118,6 +118,22 @@ pub struct RawSettings {
     /// Fallback poll of the outbox when no notification arrives (default `1s`).
     #[arg(long, env = "WEBHOOK_POLL_INTERVAL", global = true)]
     pub webhook_poll_interval: Option<String>,
+    /// WebSocket connections per client IP at most (default 20; 0: no cap).
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_IP", global = true)]
+    pub ws_max_connections_per_ip: Option<String>,
+    /// WebSocket connections at most (default 20000; 0: no cap).
+    #[arg(long, env = "WS_MAX_CONNECTIONS", global = true)]
+    pub ws_max_connections: Option<String>,
+    /// Items (frames, or pages for all-streams-only connections) queued per WebSocket connection
+    /// before it is closed as a slow consumer (default 1024).
+    #[arg(long, env = "WS_SEND_QUEUE", global = true)]
+    pub ws_send_queue: Option<String>,
+    /// Milliseconds between server pings; two unanswered ones close the socket (default 30000).
+    #[arg(long, env = "WS_PING_INTERVAL_MS", global = true)]
+    pub ws_ping_interval_ms: Option<String>,
+    /// Positions behind the head a WebSocket resume may start from (default 1000000; 0: any).
+    #[arg(long, env = "WS_RESUME_WINDOW", global = true)]
+    pub ws_resume_window: Option<String>,
     /// Log format: `json` (production) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
@@ -499,6 +515,33 @@ pub struct HttpSettings {
     pub rate_limit_per_minute: u32,
     /// Interval of `: heartbeat` comments on Server-Sent Events.
     pub sse_heartbeat_ms: u64,
+    /// The WebSocket hub.
+    pub ws: WsSettings,
+}
+
+/// Settings of the WebSocket hub (`/ws/streams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WsSettings {
+    /// 0: no cap.
+    pub max_connections_per_ip: u32,
+    /// 0: no cap.
+    pub max_connections: u32,
+    pub send_queue: u32,
+    pub ping_interval_ms: u64,
+    /// 0: no limit.
+    pub resume_window: u64,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            max_connections_per_ip: 20,
+            max_connections: 20_000,
+            send_queue: 1024,
+            ping_interval_ms: 30_000,
+            resume_window: 1_000_000,
+        }
+    }
 }
 
 impl Default for HttpSettings {
@@ -509,6 +552,7 @@ impl Default for HttpSettings {
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
             sse_heartbeat_ms: 30_000,
+            ws: WsSettings::default(),
         }
     }
 }
@@ -780,18 +824,74 @@ impl RawSettings {
                 parse_u32_in(r, 0, 10_000_000)
             }),
         };
+        let d = WsSettings::default();
+        let mut ws_num =
+            |name: &'static str, raw: &Option<String>, default: u32, min, max| match non_empty(raw)
+            {
+                None => Some(default),
+                raw => c.parse(name, raw, |r| parse_u32_in(r, min, max)),
+            };
+        let ws = (
+            ws_num(
+                "WS_MAX_CONNECTIONS_PER_IP",
+                &self.ws_max_connections_per_ip,
+                d.max_connections_per_ip,
+                0,
+                1_000_000,
+            ),
+            ws_num(
+                "WS_MAX_CONNECTIONS",
+                &self.ws_max_connections,
+                d.max_connections,
+                0,
+                10_000_000,
+            ),
+            ws_num(
+                "WS_SEND_QUEUE",
+                &self.ws_send_queue,
+                d.send_queue,
+                16,
+                1_000_000,
+            ),
+            ws_num(
+                "WS_PING_INTERVAL_MS",
+                &self.ws_ping_interval_ms,
+                d.ping_interval_ms as u32,
+                100,
+                3_600_000,
+            ),
+            ws_num(
+                "WS_RESUME_WINDOW",
+                &self.ws_resume_window,
+                d.resume_window as u32,
+                0,
+                u32::MAX,
+            ),
+        );
+        let ws = match ws {
+            (Some(a), Some(b), Some(q), Some(p), Some(w)) => Some(WsSettings {
+                max_connections_per_ip: a,
+                max_connections: b,
+                send_queue: q,
+                ping_interval_ms: u64::from(p),
+                resume_window: u64::from(w),
+            }),
+            _ => None,
+        };
         let http = match (
             cors_origins,
             request_body_limit,
             request_timeout_ms,
             rate_limit_per_minute,
+            ws,
         ) {
-            (Some(cors_origins), Some(bl), Some(tm), Some(rl)) => Some(HttpSettings {
+            (Some(cors_origins), Some(bl), Some(tm), Some(rl), Some(ws)) => Some(HttpSettings {
                 cors_origins,
                 request_body_limit: bl as usize,
                 request_timeout_ms: u64::from(tm),
                 rate_limit_per_minute: rl,
                 sse_heartbeat_ms: 30_000,
+                ws,
             }),
             _ => None,
         };
@@ -941,6 +1041,11 @@ mod tests {
             webhook_workers: Some("65".into()),
             webhook_concurrency: Some("0".into()),
             webhook_poll_interval: Some("1ms".into()),
+            ws_max_connections_per_ip: Some("many".into()),
+            ws_max_connections: Some("-5".into()),
+            ws_send_queue: Some("3".into()),
+            ws_ping_interval_ms: Some("1".into()),
+            ws_resume_window: Some("x".into()),
             log_format: Some("xml".into()),
             log_level: Some("info,[".into()),
         };
@@ -964,6 +1069,11 @@ mod tests {
             "REQUEST_BODY_LIMIT",
             "REQUEST_TIMEOUT_MS",
             "RATE_LIMIT_PER_MINUTE",
+            "WS_MAX_CONNECTIONS_PER_IP",
+            "WS_MAX_CONNECTIONS",
+            "WS_SEND_QUEUE",
+            "WS_PING_INTERVAL_MS",
+            "WS_RESUME_WINDOW",
             "LOG_FORMAT",
             "LOG_LEVEL",
             "WEBHOOK_RETRY_SCHEDULE",

@@ -8,6 +8,7 @@ pub mod config;
 pub mod contract;
 pub mod decode;
 pub mod domain;
+pub mod hub;
 pub mod ingest;
 pub mod ops;
 pub mod projection;

@@ -210,6 +210,7 @@ fn demo_indexes_the_simulated_network_through_forks_and_exits_when_asked() {
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("health: http://127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("/api/admin/webhooks"), "{stdout}");
+    assert!(stdout.contains("ws://127.0.0.1:"), "{stdout}");
     let summary = stdout
         .lines()
         .find(|l| l.starts_with("demo finished"))

@@ -17,6 +17,7 @@ pub mod params;
 pub mod request_id;
 pub mod streams;
 pub mod types;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -70,6 +71,8 @@ pub struct ApiContext {
     pub metrics_cache: Arc<tokio::sync::Mutex<MetricsCache>>,
     /// Current stream states for the hot reads (off unless a generation source is wired).
     pub streams: cache::StreamCache,
+    /// The WebSocket hub (`/ws/streams`), when this process runs one.
+    pub hub: Option<Arc<crate::hub::Hub>>,
 }
 
 impl ApiContext {
@@ -98,6 +101,7 @@ impl ApiContext {
                 std::time::Duration::from_secs(86_400),
                 None,
             ),
+            hub: None,
         }
     }
 }
@@ -113,6 +117,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(frontend::routes())
         .merge(openapi::routes())
         .merge(admin_webhooks::routes(ctx.clone()))
+        .merge(ws::routes())
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(ctx.clone());
@@ -188,6 +193,13 @@ pub async fn serve(
 ) -> Result<Server, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    // Small frames (WebSocket updates, short JSON) go out at once instead of waiting on Nagle,
+    // and a send buffer that holds a commit's worth of frames: a fresh socket's default (16 KiB)
+    // would split a larger write into rounds that wait for the client.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(256 * 1024);
+    });
     let task = tokio::spawn(async move {
         axum::serve(
             listener,

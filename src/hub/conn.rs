@@ -1,0 +1,985 @@
+//! One WebSocket connection: a reader (client messages, limits, subscriptions, resume and replay)
+//! and a writer (the bounded queue to the socket, batching, pings, close frames).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::protocol::{
+    self, codes, ClientMessage, Filter, ProtoError, Replay, Resume, Subscribe, CLOSE_PING_TIMEOUT,
+    CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, MAX_CLIENT_MESSAGE_BYTES, RATE_LIMIT_MESSAGES,
+    RATE_WINDOW, REASON_PING_TIMEOUT, REASON_SHUTDOWN, REASON_SLOW_CONSUMER,
+};
+use super::render::{self, batch_frame, LiveEvent};
+use super::{ConnId, Hub, Kill, Out, Pending, Registry, Slot, Sub};
+use crate::store::{Position, StoreError};
+
+/// Why a resume position cannot be honoured.
+#[derive(Debug, Clone)]
+pub struct Stale {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Resolves and checks a resume position against the store: the epoch it is valid in, or why
+/// it is stale.
+pub(crate) async fn check_cursor(hub: &Hub, r: Resume) -> Result<Result<u64, Stale>, StoreError> {
+    let store = &hub.store;
+    let epoch = store.epoch().await?;
+    let last = store.last_position().await?;
+    let stale = |reason, message: String| Ok(Err(Stale { reason, message }));
+    if let Some(ce) = r.epoch {
+        if ce > epoch {
+            return stale(
+                "unknown_epoch",
+                format!("epoch {ce} is ahead of the current epoch {epoch}"),
+            );
+        }
+    }
+    if r.position > last {
+        return stale(
+            "rolled_back",
+            format!(
+                "position {} is not stored (the last one is {last}): it was rolled back",
+                r.position
+            ),
+        );
+    }
+    if hub.cfg.resume_window > 0 && (last - r.position) as u64 > hub.cfg.resume_window {
+        return stale(
+            "beyond_retention",
+            format!(
+                "position {} is {} events behind; resume keeps the last {}: reload through \
+                 the REST API and subscribe again",
+                r.position,
+                last - r.position,
+                hub.cfg.resume_window
+            ),
+        );
+    }
+    if r.epoch == Some(epoch) {
+        return Ok(Ok(epoch));
+    }
+    const LOG: u32 = 10_000;
+    let log = store.reorgs(LOG).await?;
+    for rr in &log {
+        if r.epoch.is_some_and(|ce| rr.epoch <= ce) {
+            continue;
+        }
+        if rr.first_position.is_some_and(|f| f <= r.position) {
+            return stale(
+                "rolled_back",
+                match r.epoch {
+                    Some(ce) => format!(
+                        "position {} of epoch {ce} was rolled back (reorg to ledger {}, epoch {})",
+                        r.position, rr.fork_ledger, rr.epoch
+                    ),
+                    None => format!(
+                        "position {} may have been rolled back (reorg to ledger {}, epoch {}); \
+                         send the `epoch` of the frame that carried it to resume exactly",
+                        r.position, rr.fork_ledger, rr.epoch
+                    ),
+                },
+            );
+        }
+    }
+    if let Some(ce) = r.epoch {
+        let oldest = log.last().map_or(0, |l| l.epoch);
+        if log.len() as u32 == LOG && oldest > ce + 1 {
+            return stale(
+                "beyond_retention",
+                format!("epoch {ce} is older than the reorg log kept"),
+            );
+        }
+    }
+    Ok(Ok(epoch))
+}
+
+/// The credentials presented on the upgrade request.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    None,
+    Token(String),
+}
+
+fn eq_ct(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Settings the writer needs.
+struct WriterCfg {
+    ping: Duration,
+    batch_window: Duration,
+    batch_max: usize,
+}
+
+/// Serves one upgraded connection until it closes.
+pub async fn serve(hub: Arc<Hub>, socket: WebSocket, slot: Slot, creds: Credentials) {
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::channel(hub.cfg.send_queue.max(16));
+    let kill = Arc::new(Kill::default());
+    let id = hub.register(tx.clone(), kill.clone());
+    let missed = Arc::new(AtomicU32::new(0));
+    let wcfg = WriterCfg {
+        ping: hub.cfg.ping_interval,
+        batch_window: hub.cfg.batch_window,
+        batch_max: hub.cfg.batch_max.max(1),
+    };
+    let mut writer = tokio::spawn(writer(
+        sink,
+        rx,
+        kill.clone(),
+        missed.clone(),
+        wcfg,
+        hub.shutdown.clone(),
+    ));
+    let mut writer_done = false;
+    let mut conn = Conn {
+        hub: hub.clone(),
+        id,
+        tx,
+        kill: kill.clone(),
+        creds,
+        rate: VecDeque::new(),
+    };
+    tracing::debug!(conn = id, "ws connected");
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(Message::Pong(_))) => missed.store(0, Ordering::Release),
+                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Binary(b))) => {
+                    if conn.admit_message() {
+                        conn.error(
+                            codes::BINARY_NOT_SUPPORTED,
+                            &format!("binary frames are not accepted ({} bytes ignored); send JSON text", b.len()),
+                        );
+                    }
+                }
+                Some(Ok(Message::Text(t))) => {
+                    if !conn.admit_message() {
+                        continue;
+                    }
+                    if t.len() > MAX_CLIENT_MESSAGE_BYTES {
+                        conn.error(
+                            codes::PAYLOAD_TOO_LARGE,
+                            &format!("a message may be at most {MAX_CLIENT_MESSAGE_BYTES} bytes (got {})", t.len()),
+                        );
+                        continue;
+                    }
+                    // Boxed: the (large) state of a resume or replay lives on the heap only
+                    // while it runs, not in every idle connection's task.
+                    Box::pin(conn.handle(t.as_str())).await;
+                }
+            },
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
+        }
+    }
+    hub.unregister(id);
+    drop(conn);
+    // The writer ends once the queue is closed (or has already ended).
+    if writer_done {
+        // The server closed: read (and drop) until the client's close reply, briefly, so that
+        // its last writes (pongs, the reply itself) do not meet a reset socket.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(12), &mut writer).await;
+        writer.abort();
+    }
+    drop(slot);
+    tracing::debug!(conn = id, "ws disconnected");
+}
+
+struct Conn {
+    hub: Arc<Hub>,
+    id: ConnId,
+    tx: mpsc::Sender<Out>,
+    kill: Arc<Kill>,
+    creds: Credentials,
+    /// Times of the messages accepted in the current window.
+    rate: VecDeque<Instant>,
+}
+
+/// `{"type":"error",…}` with the head's position, ledger and epoch.
+fn error_frame(reg: &Registry, code: &str, message: &str, extra: Option<Value>) -> Utf8Bytes {
+    let mut v = json!({
+        "type": "error",
+        "code": code,
+        "message": message,
+        "position": reg.head,
+        "ledger": reg.head_ledger,
+        "epoch": reg.epoch,
+    });
+    if let (Some(Value::Object(x)), Some(o)) = (extra, v.as_object_mut()) {
+        o.extend(x);
+    }
+    Utf8Bytes::from(v.to_string())
+}
+
+fn control(reg: &Registry, mut v: Value) -> Utf8Bytes {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("position".into(), json!(reg.head));
+        o.insert("ledger".into(), json!(reg.head_ledger));
+        o.insert("epoch".into(), json!(reg.epoch));
+    }
+    Utf8Bytes::from(v.to_string())
+}
+
+impl Conn {
+    /// Counts a client message against the rate limit; answers `RATE_LIMIT_EXCEEDED` when over.
+    fn admit_message(&mut self) -> bool {
+        let now = Instant::now();
+        while self
+            .rate
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
+        {
+            self.rate.pop_front();
+        }
+        if self.rate.len() >= RATE_LIMIT_MESSAGES {
+            let retry = self.rate.front().map_or(RATE_WINDOW, |t| {
+                RATE_WINDOW.saturating_sub(now.duration_since(*t))
+            });
+            let reg = self.hub.registry();
+            let f = error_frame(
+                &reg,
+                codes::RATE_LIMIT_EXCEEDED,
+                &format!(
+                    "at most {RATE_LIMIT_MESSAGES} messages per {} s; this one was ignored",
+                    RATE_WINDOW.as_secs()
+                ),
+                Some(json!({ "retryAfterMs": retry.as_millis() as u64 })),
+            );
+            drop(reg);
+            self.push(Out::Text(f));
+            return false;
+        }
+        self.rate.push_back(now);
+        true
+    }
+
+    fn push(&self, out: Out) -> bool {
+        match self.tx.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kill.fire(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn error(&self, code: &str, message: &str) {
+        self.error_with(code, message, None);
+    }
+
+    fn error_with(&self, code: &str, message: &str, extra: Option<Value>) {
+        let f = error_frame(&self.hub.registry(), code, message, extra);
+        self.push(Out::Text(f));
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let msg = match protocol::parse(text) {
+            Ok(m) => m,
+            Err(ProtoError { code, message }) => return self.error(code, &message),
+        };
+        let r = match msg {
+            ClientMessage::Subscribe(s) => self.subscribe(s).await,
+            ClientMessage::Unsubscribe(f) => {
+                self.unsubscribe(f);
+                Ok(())
+            }
+            ClientMessage::Replay(r) => self.replay(r).await,
+            ClientMessage::Ping => {
+                let f = control(&self.hub.registry(), json!({ "type": "pong" }));
+                self.push(Out::Text(f));
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!(conn = self.id, error = %e, "ws: store error while serving a message");
+            self.error(
+                codes::INTERNAL_ERROR,
+                "the store could not be read; try again",
+            );
+        }
+    }
+
+    async fn subscribe(&mut self, s: Subscribe) -> Result<(), StoreError> {
+        {
+            let mut reg = self.hub.registry();
+            let n = reg.conns.get(&self.id).map_or(0, |c| c.subs.len());
+            let existing = reg
+                .conns
+                .get_mut(&self.id)
+                .and_then(|c| c.subs.iter_mut().find(|x| x.filter == s.filter));
+            if let Some(sub) = existing {
+                sub.batching = s.batching;
+                let f = control(
+                    &reg,
+                    json!({
+                        "type": "subscribed",
+                        "subscription": s.filter.to_json(),
+                        "batching": s.batching,
+                        "alreadySubscribed": true,
+                    }),
+                );
+                drop(reg);
+                self.push(Out::Text(f));
+                return Ok(());
+            }
+            if n >= self.hub.cfg.max_subscriptions {
+                let f = error_frame(
+                    &reg,
+                    codes::RATE_LIMIT_EXCEEDED,
+                    &format!(
+                        "at most {} subscriptions per connection",
+                        self.hub.cfg.max_subscriptions
+                    ),
+                    None,
+                );
+                drop(reg);
+                self.push(Out::Text(f));
+                return Ok(());
+            }
+        }
+        match &s.filter {
+            Filter::All => {
+                if let Some(key) = &self.hub.cfg.firehose_key {
+                    match &self.creds {
+                        Credentials::None => {
+                            self.error(
+                                codes::UNAUTHORIZED,
+                                "the all-streams subscription needs the admin key \
+                                 (Authorization: Bearer … or ?token=… on the upgrade request)",
+                            );
+                            return Ok(());
+                        }
+                        Credentials::Token(t) if !eq_ct(t, key) => {
+                            self.error(
+                                codes::FORBIDDEN,
+                                "the key presented does not allow the all-streams subscription",
+                            );
+                            return Ok(());
+                        }
+                        Credentials::Token(_) => {}
+                    }
+                }
+            }
+            Filter::Stream(id) => {
+                if self.hub.store.stream(*id).await?.is_none() {
+                    self.error(codes::NOT_FOUND, &format!("stream {id} not found"));
+                    return Ok(());
+                }
+            }
+            Filter::Recipient(_) | Filter::Sender(_) => {}
+        }
+        let Some(resume) = s.resume else {
+            let mut reg = self.hub.registry();
+            let head = reg.head;
+            let f = control(
+                &reg,
+                json!({
+                    "type": "subscribed",
+                    "subscription": s.filter.to_json(),
+                    "batching": s.batching,
+                    "resumeFrom": Value::Null,
+                }),
+            );
+            let Some(c) = reg.conns.get_mut(&self.id) else {
+                return Ok(());
+            };
+            c.subs.push(Sub {
+                filter: s.filter.clone(),
+                batching: s.batching,
+                from: head,
+                live: true,
+            });
+            c.send(Out::Text(f));
+            reg.add_index(self.id, &s.filter);
+            return Ok(());
+        };
+        // Resume: register at a head whose epoch is the one the cursor was checked in.
+        let mut tries = 0;
+        let target = loop {
+            tries += 1;
+            let epoch = match check_cursor(&self.hub, resume).await? {
+                Ok(e) => e,
+                Err(stale) => {
+                    self.error_with(
+                        codes::STALE_CURSOR,
+                        &stale.message,
+                        Some(json!({
+                            "reason": stale.reason,
+                            "resumeFrom": resume.position,
+                            "subscription": s.filter.to_json(),
+                        })),
+                    );
+                    return Ok(());
+                }
+            };
+            let progressed = self.hub.progress.notified();
+            {
+                let mut reg = self.hub.registry();
+                if reg.epoch == epoch {
+                    let head = reg.head;
+                    let replay = resume.position < head;
+                    let f = control(
+                        &reg,
+                        json!({
+                            "type": "subscribed",
+                            "subscription": s.filter.to_json(),
+                            "batching": s.batching,
+                            "resumeFrom": resume.position,
+                            "replayThrough": if replay { json!(head) } else { Value::Null },
+                        }),
+                    );
+                    let Some(c) = reg.conns.get_mut(&self.id) else {
+                        return Ok(());
+                    };
+                    c.subs.push(Sub {
+                        filter: s.filter.clone(),
+                        batching: s.batching,
+                        from: resume.position,
+                        live: !replay,
+                    });
+                    if replay {
+                        c.pending = Some(Pending {
+                            filter: s.filter.clone(),
+                            target: head,
+                            cursor: resume.position,
+                            buffer: Vec::new(),
+                        });
+                    }
+                    c.send(Out::Text(f));
+                    reg.add_index(self.id, &s.filter);
+                    if !replay {
+                        return Ok(());
+                    }
+                    break head;
+                }
+            }
+            if tries > 100 {
+                self.error(
+                    codes::INTERNAL_ERROR,
+                    "the hub is catching up with a rollback; try again",
+                );
+                return Ok(());
+            }
+            // The hub has not announced the store's latest rollback yet.
+            let _ = tokio::time::timeout(Duration::from_millis(100), progressed).await;
+        };
+        let r = self
+            .resume(&s.filter, s.batching, resume.position, target)
+            .await;
+        if r.is_err() {
+            // Leave no half-resumed subscription behind.
+            let mut reg = self.hub.registry();
+            if let Some(c) = reg.conns.get_mut(&self.id) {
+                c.pending = None;
+                c.subs.retain(|x| x.filter != s.filter);
+            }
+            reg.remove_index(self.id, &s.filter);
+        }
+        r
+    }
+
+    /// Waits until the queue has room for a page (the live path must never find it full
+    /// because of a replay). False when the connection is closing.
+    async fn room(&self) -> bool {
+        let want = self.tx.max_capacity() / 2;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.tx.is_closed() || self.kill.reason().is_some() {
+                return false;
+            }
+            if self.tx.capacity() >= want {
+                return true;
+            }
+            if Instant::now() > deadline {
+                self.kill.fire(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER);
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn page_size(&self) -> u32 {
+        (self.tx.max_capacity() / 4).clamp(4, 200) as u32
+    }
+
+    /// Stored events matching `f` in `(cursor, target]`, rendered, at most about `n`, and how
+    /// far the read covered. Address filters match the parties of each event's stream as of its
+    /// ledger (as the live path does), so they read every event and keep theirs.
+    async fn fetch(
+        &self,
+        f: &Filter,
+        cursor: Position,
+        target: Position,
+        n: u32,
+    ) -> Result<(Vec<render::Rendered>, Position), StoreError> {
+        let store = &self.hub.store;
+        let mut evs = match f {
+            Filter::Stream(id) => store.stream_events(*id, cursor, n).await?,
+            _ => store.events_after(cursor, n).await?,
+        };
+        let upto = if (evs.len() as u32) < n {
+            target
+        } else {
+            evs.last().map_or(target, |e| e.position.min(target))
+        };
+        evs.retain(|e| e.position <= upto);
+        let mut rendered = render::render(&**store, &self.hub.view, &evs).await?;
+        rendered.retain(|r| f.matches(r.stream_id, r.sender.as_deref(), r.recipient.as_deref()));
+        Ok((rendered, upto))
+    }
+
+    /// Replays the stored events of a pending subscription up to its target, then flushes what
+    /// the feeder buffered meanwhile and makes it live.
+    async fn resume(
+        &mut self,
+        filter: &Filter,
+        batching: bool,
+        from: Position,
+        target: Position,
+    ) -> Result<(), StoreError> {
+        let n = self.page_size();
+        let mut replayed = 0u64;
+        tracing::debug!(conn = self.id, from, target, "ws: resuming");
+        loop {
+            let (cursor, target, epoch) = {
+                let reg = self.hub.registry();
+                let Some(p) = reg.conns.get(&self.id).and_then(|c| c.pending.as_ref()) else {
+                    return Ok(());
+                };
+                (p.cursor, p.target, reg.epoch)
+            };
+            if cursor >= target {
+                let mut reg = self.hub.registry();
+                if reg.epoch != epoch {
+                    continue;
+                }
+                let done = control(
+                    &reg,
+                    json!({
+                        "type": "resumed",
+                        "subscription": filter.to_json(),
+                        "resumeFrom": from,
+                        "replayed": replayed,
+                    }),
+                );
+                let Some(c) = reg.conns.get_mut(&self.id) else {
+                    return Ok(());
+                };
+                let Some(p) = c.pending.take() else {
+                    return Ok(());
+                };
+                if p.cursor < p.target {
+                    c.pending = Some(p);
+                    continue;
+                }
+                c.send(Out::Text(done));
+                for ev in p.buffer {
+                    c.note_stream(ev.stream_id);
+                    if !c.send(Out::Event {
+                        ev,
+                        batch: batching,
+                    }) {
+                        break;
+                    }
+                }
+                if let Some(sub) = c.subs.iter_mut().find(|x| x.filter == *filter) {
+                    sub.live = true;
+                }
+                return Ok(());
+            }
+            if !self.room().await {
+                return Ok(());
+            }
+            if self.hub.store.epoch().await? != epoch {
+                // A rollback the hub has not announced yet: let it go first.
+                let progressed = self.hub.progress.notified();
+                if self.hub.registry().epoch == epoch {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), progressed).await;
+                }
+                continue;
+            }
+            let (rendered, upto) = self.fetch(filter, cursor, target, n).await?;
+            if self.hub.store.epoch().await? != epoch {
+                continue;
+            }
+            let mut reg = self.hub.registry();
+            if reg.epoch != epoch {
+                continue;
+            }
+            let Some(c) = reg.conns.get_mut(&self.id) else {
+                return Ok(());
+            };
+            let Some(p) = c.pending.as_ref() else {
+                return Ok(());
+            };
+            if p.cursor != cursor {
+                continue;
+            }
+            let limit = p.target;
+            let mut queued = Vec::new();
+            for r in &rendered {
+                if r.position <= cursor || r.position > limit {
+                    continue;
+                }
+                let ev = Arc::new(r.live(epoch, true));
+                if c.live_covers(&ev, Some(filter)) {
+                    continue;
+                }
+                queued.push(ev);
+            }
+            for ev in queued {
+                c.note_stream(ev.stream_id);
+                replayed += 1;
+                if !c.send(Out::Event {
+                    ev,
+                    batch: batching,
+                }) {
+                    return Ok(());
+                }
+            }
+            if let Some(p) = c.pending.as_mut() {
+                p.cursor = upto.min(p.target).max(cursor);
+                if upto <= cursor {
+                    p.cursor = p.target;
+                }
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, f: Filter) {
+        let mut reg = self.hub.registry();
+        let removed = reg.conns.get_mut(&self.id).is_some_and(|c| {
+            let before = c.subs.len();
+            c.subs.retain(|s| s.filter != f);
+            before != c.subs.len()
+        });
+        if !removed {
+            let e = error_frame(
+                &reg,
+                codes::NOT_FOUND,
+                "no such subscription on this connection",
+                Some(json!({ "subscription": f.to_json() })),
+            );
+            drop(reg);
+            self.push(Out::Text(e));
+            return;
+        }
+        reg.remove_index(self.id, &f);
+        let ack = control(
+            &reg,
+            json!({ "type": "unsubscribed", "subscription": f.to_json() }),
+        );
+        if let Some(c) = reg.conns.get_mut(&self.id) {
+            c.send(Out::Text(ack));
+        }
+    }
+
+    /// The position before the first event at or after `ledger`.
+    async fn position_before_ledger(&self, ledger: u32) -> Result<Position, StoreError> {
+        let store = &self.hub.store;
+        let tip = store.tip().await?.map_or(0, |t| t.sequence);
+        let mut from = ledger.max(store.first_ledger().await?.unwrap_or(ledger));
+        while from <= tip {
+            let to = from.saturating_add(999).min(tip);
+            if let Some(e) = store.events_in_ledgers(from, to).await?.first() {
+                return Ok(e.position - 1);
+            }
+            if to == u32::MAX {
+                break;
+            }
+            from = to + 1;
+        }
+        store.last_position().await
+    }
+
+    /// The one-shot `replay`: stored events after a cursor as `stream_replay` frames, then
+    /// `stream_replay_complete` (its `cursor` continues the replay, `null` at the end).
+    async fn replay(&mut self, r: Replay) -> Result<(), StoreError> {
+        const SCAN_CAP: usize = 20_000;
+        let store = self.hub.store.clone();
+        let mut pos: Position = if let Some(eid) = &r.after_event_id {
+            match store.event_by_id(eid).await? {
+                Some(e) => e.position,
+                None => {
+                    self.error_with(
+                        codes::STALE_CURSOR,
+                        &format!("event {eid} is not stored (rolled back, or never was)"),
+                        Some(json!({ "reason": "unknown_event", "afterEventId": eid })),
+                    );
+                    return Ok(());
+                }
+            }
+        } else if let Some(res) = r.resume {
+            match check_cursor(&self.hub, res).await? {
+                Ok(_) => res.position,
+                Err(stale) => {
+                    self.error_with(
+                        codes::STALE_CURSOR,
+                        &stale.message,
+                        Some(json!({ "reason": stale.reason, "resumeFrom": res.position })),
+                    );
+                    return Ok(());
+                }
+            }
+        } else if let Some(l) = r.from_ledger {
+            self.position_before_ledger(l).await?
+        } else {
+            0
+        };
+        let filter = r.filter.clone().unwrap_or(Filter::All);
+        let epoch = store.epoch().await?;
+        let mut sent = 0u32;
+        let mut scanned = 0usize;
+        let mut last_id: Option<String> = None;
+        let mut exhausted = false;
+        let page = self.page_size();
+        'outer: while sent < r.limit && scanned < SCAN_CAP {
+            if !self.room().await {
+                return Ok(());
+            }
+            let evs = match &filter {
+                Filter::Stream(id) => store.stream_events(*id, pos, page).await?,
+                _ => store.events_after(pos, page).await?,
+            };
+            if evs.is_empty() {
+                exhausted = true;
+                break;
+            }
+            scanned += evs.len();
+            let mut take = Vec::new();
+            for e in evs {
+                if r.to_ledger.is_some_and(|t| e.event.ledger > t) {
+                    exhausted = true;
+                    let rendered = render::render(&*store, &self.hub.view, &take).await?;
+                    self.send_replayed(&rendered, &filter, epoch);
+                    break 'outer;
+                }
+                pos = e.position;
+                last_id = Some(e.event.event_id.clone());
+                let ok = r.from_ledger.is_none_or(|l| e.event.ledger >= l)
+                    && r.topic.as_ref().is_none_or(|t| *t == e.event.topic);
+                if ok {
+                    take.push(e);
+                    sent += 1;
+                    if sent >= r.limit {
+                        break;
+                    }
+                }
+            }
+            let rendered = render::render(&*store, &self.hub.view, &take).await?;
+            sent -= self.send_replayed(&rendered, &filter, epoch);
+        }
+        if !exhausted {
+            // Nothing more when the next event is beyond what exists.
+            exhausted = store.events_after(pos, 1).await?.is_empty();
+        }
+        let f = control(
+            &self.hub.registry(),
+            json!({
+                "type": "stream_replay_complete",
+                "cursor": if exhausted { Value::Null } else { json!(last_id) },
+                "lastEventId": last_id,
+                "hasMore": !exhausted,
+                "replayed": sent,
+                "replayPosition": pos,
+            }),
+        );
+        self.push(Out::Text(f));
+        Ok(())
+    }
+
+    /// Sends the replay frames of the events `filter` matches; returns how many it skipped.
+    fn send_replayed(&self, rendered: &[render::Rendered], filter: &Filter, epoch: u64) -> u32 {
+        let mut skipped = 0;
+        for r in rendered {
+            if !filter.matches(r.stream_id, r.sender.as_deref(), r.recipient.as_deref()) {
+                skipped += 1;
+                continue;
+            }
+            if !self.push(Out::Text(Utf8Bytes::from(r.replay_frame(epoch)))) {
+                break;
+            }
+        }
+        skipped
+    }
+}
+
+/// One stream's events waiting to go out as a `stream_update_batch`.
+struct Batch {
+    events: Vec<Arc<LiveEvent>>,
+    due: Instant,
+}
+
+/// Drains the queue into the socket; batches, pings, and closes with a code and reason.
+async fn writer(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Out>,
+    kill: Arc<Kill>,
+    missed: Arc<AtomicU32>,
+    cfg: WriterCfg,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping, cfg.ping);
+    let mut batches: Vec<(Option<u64>, Batch)> = Vec::new();
+    // Created once: a fresh future per message would re-register with shared notifiers.
+    let killed = kill.notify.notified();
+    tokio::pin!(killed);
+    let stopping = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopping);
+    let mut out: Vec<Message> = Vec::new();
+    let close: Option<(u16, &'static str)> = 'run: loop {
+        let due = batches.iter().map(|(_, b)| b.due).min();
+        out.clear();
+        tokio::select! {
+            biased;
+            _ = &mut killed => break kill.reason(),
+            _ = &mut stopping => break Some((CLOSE_SHUTDOWN, REASON_SHUTDOWN)),
+            _ = ping.tick() => {
+                if missed.fetch_add(1, Ordering::AcqRel) >= 2 {
+                    break Some((CLOSE_PING_TIMEOUT, REASON_PING_TIMEOUT));
+                }
+                out.push(Message::Ping(Default::default()));
+            }
+            _ = async { tokio::time::sleep_until(due.unwrap_or_else(Instant::now)).await }, if due.is_some() => {
+                let now = Instant::now();
+                batches.retain_mut(|(_, b)| {
+                    if b.due <= now {
+                        out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            first = rx.recv() => {
+                let Some(first) = first else { break Some((1000, "")) };
+                let mut next = Some(first);
+                let mut n = 0;
+                while let Some(o) = next.take() {
+                    match o {
+                        Out::Text(t) => {
+                            flush_all(&mut batches, &mut out);
+                            out.push(Message::Text(t));
+                        }
+                        Out::Event { ev, batch } => {
+                            add_event(ev, batch, &mut batches, &mut out, &cfg);
+                        }
+                        Out::Page { events, batch } => {
+                            for ev in events.iter() {
+                                add_event(ev.clone(), batch, &mut batches, &mut out, &cfg);
+                            }
+                        }
+                    }
+                    n += 1;
+                    if n < 256 {
+                        next = rx.try_recv().ok();
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            continue;
+        }
+        let write = async {
+            for m in out.drain(..) {
+                sink.feed(m).await?;
+            }
+            sink.flush().await
+        };
+        tokio::select! {
+            biased;
+            _ = &mut killed => break 'run kill.reason(),
+            _ = &mut stopping => break 'run Some((CLOSE_SHUTDOWN, REASON_SHUTDOWN)),
+            r = write => if r.is_err() { break 'run None },
+        }
+    };
+    if let Some((code, reason)) = close {
+        if code == CLOSE_SLOW_CONSUMER {
+            metrics::counter!("fluxora_ws_slow_consumers_total").increment(1);
+        }
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        }));
+        // A consumer that is merely slow still gets the reason once it drains its backlog.
+        let wait = if code == CLOSE_SHUTDOWN { 3 } else { 10 };
+        let _ = tokio::time::timeout(Duration::from_secs(wait), async {
+            sink.send(frame).await?;
+            sink.close().await
+        })
+        .await;
+    }
+}
+
+/// Queues an event's frame, or adds it to its stream's batch (flushed when full).
+fn add_event(
+    ev: Arc<LiveEvent>,
+    batch: bool,
+    batches: &mut Vec<(Option<u64>, Batch)>,
+    out: &mut Vec<Message>,
+    cfg: &WriterCfg,
+) {
+    if !batch {
+        flush_all(batches, out);
+        out.push(Message::Text(ev.frame.clone()));
+        return;
+    }
+    let key = ev.stream_id;
+    match batches.iter_mut().position(|(k, _)| *k == key) {
+        Some(i) => {
+            batches[i].1.events.push(ev);
+            if batches[i].1.events.len() >= cfg.batch_max {
+                let (_, b) = batches.remove(i);
+                out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+            }
+        }
+        None => {
+            let b = Batch {
+                events: vec![ev],
+                due: Instant::now() + cfg.batch_window,
+            };
+            if cfg.batch_max <= 1 {
+                out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+            } else {
+                batches.push((key, b));
+            }
+        }
+    }
+}
+
+fn flush_all(batches: &mut Vec<(Option<u64>, Batch)>, out: &mut Vec<Message>) {
+    for (_, b) in batches.drain(..) {
+        out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+    }
+}
