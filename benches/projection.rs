@@ -154,9 +154,10 @@ async fn main() {
                 return;
             }
         }
-        events += chain.ledgers().last().map_or(0, |l| {
-            l.txs.iter().map(|t| t.spec.events.len() as u64).sum()
-        });
+        events += chain
+            .ledgers()
+            .last()
+            .map_or(0, |l| l.txs.iter().map(|t| t.spec.events as u64).sum());
     }
     let tip = chain.tip().map_or(first, |l| l.seq);
     let state = SimState::new(chain);

@@ -1519,8 +1519,9 @@ mod tests {
         let mut topics = std::collections::BTreeSet::new();
         for l in c.ledgers() {
             for t in &l.txs {
-                for e in &t.spec.events {
-                    if let ScVal::Symbol(s) = &e.topics[0] {
+                for e in t.contract_events().unwrap() {
+                    let stellar_xdr::ContractEventBody::V0(body) = &e.body;
+                    if let ScVal::Symbol(s) = &body.topics[0] {
                         topics.insert(s.to_string());
                     }
                 }
