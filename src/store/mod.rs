@@ -130,14 +130,9 @@ impl StreamVersion {
     }
 }
 
-/// The JSON of a folded state, as the store keeps it. Written into a buffer sized for a typical
-/// state (about 1.2 KB), which spares the growth copies of `serde_json::to_string`.
+/// The JSON of a folded state, as the store keeps it.
 fn state_json(state: &StreamState) -> Result<String, StoreError> {
-    let mut buf = Vec::with_capacity(1536);
-    serde_json::to_writer(&mut buf, state)
-        .map_err(|e| StoreError::InvalidBatch(format!("stream {}: {e}", state.stream_id)))?;
-    String::from_utf8(buf)
-        .map_err(|e| StoreError::InvalidBatch(format!("stream {}: {e}", state.stream_id)))
+    Ok(crate::projection::json::state_json(state))
 }
 
 /// The status clients see: `closed` once the storage was reclaimed, else the contract's status.
