@@ -31,6 +31,7 @@ use super::{
     event_id, ChainError, LedgerBundle, RawContractEvent, StreamChange, StreamEntryChange, TxBundle,
 };
 use crate::contract::events::{b64_encode as b64, xdr_b64};
+use crate::contract::scval::render_address;
 use crate::contract::xdr::{Canon, CANON_DEPTH};
 use crate::contract::{stream_key_id, ContractEvent, StreamEntry};
 
@@ -433,7 +434,7 @@ fn tx_bundle(
         let cid_str = match &last_cid {
             Some((bytes, s)) if *bytes == cid => s.clone(),
             _ => {
-                let s = ev.contract.to_string();
+                let s = render_address(&ScAddress::Contract(ev.contract.clone()));
                 last_cid = Some((cid, s.clone()));
                 s
             }
