@@ -195,11 +195,6 @@ async fn main() {
             return;
         }
     }
-    // A node serves stored XDR: encode it once before timing anything.
-    if let Err(e) = chain.precompute_xdr() {
-        println!("ingest failed: cannot encode the chain: {e}");
-        return;
-    }
     let server = match serve(
         SimState::new(chain),
         "127.0.0.1:0".parse().expect("address"),

@@ -54,6 +54,18 @@ pub fn decode_b64<T: ReadXdr>(
     b64: &str,
     limits: XdrLimits,
 ) -> Result<T, ChainError> {
+    let bytes = decode_base64(what, location, b64, limits)?;
+    decode_bytes(what, location, &bytes, limits)
+}
+
+/// The bytes of a base64 payload (surrounding whitespace ignored) that may hold at most
+/// `limits.max_len` bytes of XDR.
+fn decode_base64(
+    what: &'static str,
+    location: &str,
+    b64: &str,
+    limits: XdrLimits,
+) -> Result<Vec<u8>, ChainError> {
     let b64 = b64.trim();
     if b64.len() > limits.max_len.saturating_mul(2) {
         return Err(ChainError::Xdr {
@@ -62,16 +74,20 @@ pub fn decode_b64<T: ReadXdr>(
             message: format!("payload of {} bytes exceeds the limit", b64.len()),
         });
     }
-    // Decoding base64 in one go is much faster than stellar-xdr's streaming base64 reader.
+    // Decoding base64 in one go is much faster than stellar-xdr's streaming base64 reader, and
+    // SIMD faster still. Both accept exactly canonical padded base64; on an error the `base64`
+    // crate says what is wrong.
+    if let Ok(bytes) = base64_simd::STANDARD.decode_to_vec(b64.as_bytes()) {
+        return Ok(bytes);
+    }
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| ChainError::Xdr {
             what,
             location: location.to_string(),
             message: format!("invalid base64: {e}"),
-        })?;
-    decode_bytes(what, location, &bytes, limits)
+        })
 }
 
 /// Decode raw XDR bytes of type `T` under `limits` (trailing bytes are an error).
@@ -150,8 +166,27 @@ pub fn tx_successful(r: &TransactionResult) -> bool {
     }
 }
 
-/// The contract invocation of an envelope: (contract strkey, function name, args base64).
-pub fn invocation(env: &TransactionEnvelope) -> Option<(String, String, Vec<String>)> {
+/// The contract invocation of an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// Strkey of the invoked contract.
+    pub contract: String,
+    /// Its id, when it is a contract address.
+    pub contract_id: Option<[u8; 32]>,
+    pub function: String,
+    /// Arguments, base64 XDR `ScVal` each.
+    pub args_xdr: Vec<String>,
+}
+
+impl Invocation {
+    /// Whether it invokes a contract the filter keeps.
+    pub fn ours(&self, filter: &ContractFilter) -> bool {
+        self.contract_id.is_some_and(|id| filter.matches_id(&id))
+    }
+}
+
+/// The contract invocation of an envelope (its first `InvokeHostFunction` operation).
+pub fn invocation_of(env: &TransactionEnvelope) -> Option<Invocation> {
     let ops = match env {
         TransactionEnvelope::TxV0(e) => &e.tx.operations,
         TransactionEnvelope::Tx(e) => &e.tx.operations,
@@ -161,15 +196,24 @@ pub fn invocation(env: &TransactionEnvelope) -> Option<(String, String, Vec<Stri
     };
     ops.iter().find_map(|op| match &op.body {
         OperationBody::InvokeHostFunction(ih) => match &ih.host_function {
-            HostFunction::InvokeContract(a) => Some((
-                a.contract_address.to_string(),
-                String::from_utf8_lossy(a.function_name.0.as_slice()).into_owned(),
-                a.args.iter().map(xdr_b64).collect(),
-            )),
+            HostFunction::InvokeContract(a) => Some(Invocation {
+                contract: crate::contract::scval::render_address(&a.contract_address),
+                contract_id: match &a.contract_address {
+                    ScAddress::Contract(c) => Some(c.0 .0),
+                    _ => None,
+                },
+                function: String::from_utf8_lossy(a.function_name.0.as_slice()).into_owned(),
+                args_xdr: a.args.iter().map(xdr_b64).collect(),
+            }),
             _ => None,
         },
         _ => None,
     })
+}
+
+/// The contract invocation of an envelope: (contract strkey, function name, args base64).
+pub fn invocation(env: &TransactionEnvelope) -> Option<(String, String, Vec<String>)> {
+    invocation_of(env).map(|i| (i.contract, i.function, i.args_xdr))
 }
 
 /// Identity of one transaction while its meta is decoded.
@@ -324,6 +368,60 @@ pub fn raw_event(
     }
 }
 
+/// [`raw_event`] with the topics' and data's base64 XDR already at hand, logging an
+/// unrecognized event of a filtered contract as [`contract_events`] does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn raw_event_with_xdr(
+    ctx: TxContext<'_>,
+    op_index: u32,
+    event_index: u32,
+    contract_id: String,
+    topics: &[stellar_xdr::ScVal],
+    data: &stellar_xdr::ScVal,
+    topics_xdr: Vec<String>,
+    data_xdr: String,
+    function: Option<&str>,
+    filter: &ContractFilter,
+) -> RawContractEvent {
+    let decoded = ContractEvent::decode(topics, data);
+    let topic = topics
+        .first()
+        .and_then(crate::contract::scval::as_symbol)
+        .map(|s| String::from_utf8_lossy(s).into_owned());
+    let raw = RawContractEvent {
+        event_id: event_id(ctx.ledger, ctx.application_order, op_index, event_index),
+        ledger: ctx.ledger,
+        tx_hash: ctx.tx_hash.to_string(),
+        application_order: ctx.application_order,
+        op_index,
+        event_index,
+        contract_id,
+        topic,
+        stream_id: decoded.stream_id(),
+        topics_xdr,
+        data_xdr,
+        decoded,
+        function: function.map(str::to_string),
+    };
+    warn_unrecognized(ctx, &raw, filter);
+    raw
+}
+
+fn warn_unrecognized(ctx: TxContext<'_>, raw: &RawContractEvent, filter: &ContractFilter) {
+    if !filter.is_all() {
+        if let ContractEvent::Unrecognized(u) = &raw.decoded {
+            tracing::warn!(
+                ledger = ctx.ledger,
+                tx_hash = ctx.tx_hash,
+                event_id = %raw.event_id,
+                topic = u.topic.as_deref().unwrap_or(""),
+                reason = %u.reason,
+                "unrecognized contract event kept raw"
+            );
+        }
+    }
+}
+
 /// Contract events (type `Contract`, contract id matching `filter`) of one meta, in emission order.
 pub fn contract_events(
     ctx: TxContext<'_>,
@@ -361,18 +459,7 @@ pub fn contract_events(
                 &body.data,
                 function,
             );
-            if !filter.is_all() {
-                if let ContractEvent::Unrecognized(u) = &raw.decoded {
-                    tracing::warn!(
-                        ledger = ctx.ledger,
-                        tx_hash = ctx.tx_hash,
-                        event_id = %raw.event_id,
-                        topic = u.topic.as_deref().unwrap_or(""),
-                        reason = %u.reason,
-                        "unrecognized contract event kept raw"
-                    );
-                }
-            }
+            warn_unrecognized(ctx, &raw, filter);
             out.push(raw);
         }
     }
@@ -387,22 +474,16 @@ pub fn tx_bundle(
     meta: &TransactionMeta,
     filter: &ContractFilter,
 ) -> Option<TxBundle> {
-    let inv = envelope.and_then(invocation);
-    let function = inv.as_ref().map(|(_, f, _)| f.as_str());
+    let inv = envelope.and_then(invocation_of);
+    let function = inv.as_ref().map(|i| i.function.as_str());
     let events = contract_events(ctx, meta, filter, function);
     let changes = stream_changes(meta, filter);
-    let invoked_ours = match (&inv, envelope) {
-        (Some((c, _, _)), Some(_)) => match stellar_strkey::Strkey::from_string(c) {
-            Ok(stellar_strkey::Strkey::Contract(id)) => filter.matches_id(&id.0),
-            _ => false,
-        },
-        _ => false,
-    };
+    let invoked_ours = inv.as_ref().is_some_and(|i| i.ours(filter));
     if events.is_empty() && changes.is_empty() && !invoked_ours {
         return None;
     }
     let (invoked_contract, function, args_xdr) = match inv {
-        Some((c, f, a)) => (Some(c), Some(f), a),
+        Some(i) => (Some(i.contract), Some(i.function), i.args_xdr),
         None => (None, None, Vec::new()),
     };
     Some(TxBundle {
@@ -490,33 +571,35 @@ pub fn verify_header_b64(
     verify_header(&h, claimed_hash, location)
 }
 
-fn tx_set_envelopes(lcm: &LedgerCloseMeta) -> Vec<&TransactionEnvelope> {
-    fn gen_set(s: &GeneralizedTransactionSet) -> Vec<&TransactionEnvelope> {
-        let GeneralizedTransactionSet::V1(v1) = s;
-        let mut out = Vec::new();
-        for phase in v1.phases.iter() {
-            match phase {
-                TransactionPhase::V0(comps) => {
-                    for c in comps.iter() {
-                        let TxSetComponent::TxsetCompTxsMaybeDiscountedFee(c) = c;
-                        out.extend(c.txs.iter());
-                    }
+/// The envelopes of a generalized transaction set, in set order.
+pub(crate) fn gen_set_envelopes(s: &GeneralizedTransactionSet) -> Vec<&TransactionEnvelope> {
+    let GeneralizedTransactionSet::V1(v1) = s;
+    let mut out = Vec::new();
+    for phase in v1.phases.iter() {
+        match phase {
+            TransactionPhase::V0(comps) => {
+                for c in comps.iter() {
+                    let TxSetComponent::TxsetCompTxsMaybeDiscountedFee(c) = c;
+                    out.extend(c.txs.iter());
                 }
-                TransactionPhase::V1(par) => {
-                    for stage in par.execution_stages.iter() {
-                        for cluster in stage.0.iter() {
-                            out.extend(cluster.0.iter());
-                        }
+            }
+            TransactionPhase::V1(par) => {
+                for stage in par.execution_stages.iter() {
+                    for cluster in stage.0.iter() {
+                        out.extend(cluster.0.iter());
                     }
                 }
             }
         }
-        out
     }
+    out
+}
+
+fn tx_set_envelopes(lcm: &LedgerCloseMeta) -> Vec<&TransactionEnvelope> {
     match lcm {
         LedgerCloseMeta::V0(m) => m.tx_set.txs.iter().collect(),
-        LedgerCloseMeta::V1(m) => gen_set(&m.tx_set),
-        LedgerCloseMeta::V2(m) => gen_set(&m.tx_set),
+        LedgerCloseMeta::V1(m) => gen_set_envelopes(&m.tx_set),
+        LedgerCloseMeta::V2(m) => gen_set_envelopes(&m.tx_set),
     }
 }
 
@@ -642,6 +725,47 @@ pub fn bundle_from_lcm(
     })
 }
 
+/// [`bundle_from_lcm`] from the XDR bytes of a `LedgerCloseMeta`, decoded under `limits`: the
+/// meta is walked in place (see [`super::walk`]), keeping the events' and `Stream` entries' raw
+/// XDR instead of decoding and re-encoding them. The same bundle (or error) as decoding with
+/// [`decode_bytes`] and calling [`bundle_from_lcm`], which is what happens whenever the walk
+/// cannot take the input.
+pub fn bundle_from_lcm_xdr(
+    bytes: &[u8],
+    location: &str,
+    limits: XdrLimits,
+    network_id: &[u8; 32],
+    filter: &ContractFilter,
+    claimed_hash: Option<&str>,
+) -> Result<LedgerBundle, ChainError> {
+    match super::walk::bundle(
+        bytes,
+        limits.for_input(bytes.len()),
+        network_id,
+        filter,
+        claimed_hash,
+    ) {
+        Ok(b) => Ok(b),
+        Err(_) => {
+            let lcm: LedgerCloseMeta = decode_bytes("LedgerCloseMeta", location, bytes, limits)?;
+            bundle_from_lcm(&lcm, network_id, filter, claimed_hash)
+        }
+    }
+}
+
+/// [`bundle_from_lcm_xdr`] from base64 (as RPC's `metadataXdr`), with [`decode_b64`]'s checks.
+pub fn bundle_from_lcm_b64(
+    b64: &str,
+    location: &str,
+    limits: XdrLimits,
+    network_id: &[u8; 32],
+    filter: &ContractFilter,
+    claimed_hash: Option<&str>,
+) -> Result<LedgerBundle, ChainError> {
+    let bytes = decode_base64("LedgerCloseMeta", location, b64, limits)?;
+    bundle_from_lcm_xdr(&bytes, location, limits, network_id, filter, claimed_hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,5 +818,28 @@ mod tests {
         assert_eq!(l.for_input(500).depth, 7);
         let err = decode_b64::<stellar_xdr::ScVal>("ScVal", "here", "!!!", l).unwrap_err();
         assert!(err.to_string().contains("ScVal") && err.to_string().contains("here"));
+    }
+
+    proptest::proptest! {
+        /// The SIMD base64 decoder accepts exactly what the `base64` crate accepts, with the
+        /// same bytes.
+        #[test]
+        fn base64_decoders_agree(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            noise in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 0..3),
+        ) {
+            use base64::Engine;
+            let mut s = base64::engine::general_purpose::STANDARD.encode(&bytes).into_bytes();
+            for (at, v) in noise {
+                if !s.is_empty() {
+                    let i = at.index(s.len());
+                    let alphabet = b"AQgz09+/= \n-_";
+                    s[i] = alphabet[usize::from(v) % alphabet.len()];
+                }
+            }
+            let a = base64::engine::general_purpose::STANDARD.decode(&s).ok();
+            let b = base64_simd::STANDARD.decode_to_vec(&s).ok();
+            proptest::prop_assert_eq!(a, b);
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod meta;
 pub mod rpc;
 pub mod synth;
+mod walk;
 
 use async_trait::async_trait;
 use serde::Serialize;

@@ -6,12 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use stellar_xdr::LedgerCloseMeta;
 
 use super::http::{HttpClient, HttpPolicy, SourceHealth};
-use super::meta::{
-    bundle_from_lcm, decode_b64, network_id, verify_header_b64, ContractFilter, XdrLimits,
-};
+use super::meta::{bundle_from_lcm_b64, network_id, verify_header_b64, ContractFilter, XdrLimits};
 use super::{ChainError, LedgerBundle, LedgerSource, TipInfo};
 
 /// Maximum `pagination.limit` of `getLedgers`.
@@ -196,13 +193,14 @@ impl LedgerSource for RpcSource {
                         location: lloc.clone(),
                         field: "metadataXdr",
                     })?;
-            let lcm: LedgerCloseMeta = decode_b64(
-                "LedgerCloseMeta",
-                &format!("{lloc}.metadataXdr"),
+            let b = bundle_from_lcm_b64(
                 meta_b64,
+                &format!("{lloc}.metadataXdr"),
                 self.limits,
+                &self.network_id,
+                &self.filter,
+                Some(&hash),
             )?;
-            let b = bundle_from_lcm(&lcm, &self.network_id, &self.filter, Some(&hash))?;
             if b.sequence != expected {
                 return Err(ChainError::Invalid(format!(
                     "{lloc}: metadataXdr is ledger {} not {expected}",

@@ -471,12 +471,16 @@ impl ContractEvent {
 /// Base64 XDR of an already-decoded value (re-encoding cannot fail for decoded values; an empty
 /// string would only appear if it somehow did).
 pub fn xdr_b64(v: &ScVal) -> String {
-    use base64::Engine;
     // Encoding the bytes in one go is several times faster than the streaming base64 writer.
     match v.to_xdr(Limits::none()) {
-        Ok(bytes) => base64::engine::general_purpose::STANDARD.encode(bytes),
+        Ok(bytes) => b64_encode(&bytes),
         Err(_) => String::new(),
     }
+}
+
+/// Standard base64 (with padding) of `bytes`, SIMD-accelerated where the CPU allows.
+pub fn b64_encode(bytes: &[u8]) -> String {
+    base64_simd::STANDARD.encode_to_string(bytes)
 }
 
 fn topic_u64(topics: &[ScVal], i: usize) -> Result<u64, String> {
@@ -515,6 +519,91 @@ fn same_id(topic_id: u64, data_id: u64) -> Result<(), String> {
         Err(format!(
             "topic[1] id {topic_id} disagrees with the data's id {data_id}"
         ))
+    }
+}
+
+impl ContractEvent {
+    /// Decodes a stream event (§2.1) straight from the XDR of its topics and of its data (`data`
+    /// starts with the data; what follows it is not looked at), when they have the shapes the
+    /// contract emits (see [`crate::contract::xdr`]). Returns the event with its topic[0] and
+    /// the data's length in bytes; `None` for anything else (global events too): decode the
+    /// `ScVal`s with [`ContractEvent::decode`] then, which gives the same event or says why not.
+    pub fn decode_canonical(topics: &[&[u8]], data: &[u8]) -> Option<(ContractEvent, usize)> {
+        use super::xdr::Canon;
+        use ContractEvent as E;
+        let t0 = topics.first()?;
+        let mut c = Canon::new(t0);
+        let sym = c.symbol()?;
+        if c.pos() != t0.len() {
+            return None;
+        }
+        let sym = std::str::from_utf8(sym).ok()?;
+        if !STREAM_TOPICS.contains(&sym) {
+            return None;
+        }
+        let n = if sym == "renewed" { 3 } else { 2 };
+        if topics.len() != n {
+            return None;
+        }
+        let topic_u64 = |i: usize| -> Option<u64> {
+            let t = topics.get(i)?;
+            let mut c = Canon::new(t);
+            let v = <u64 as super::xdr::Canonical>::canon(&mut c)?;
+            (c.pos() == t.len()).then_some(v)
+        };
+        let tid = topic_u64(1)?;
+        let mut c = Canon::new(data);
+        macro_rules! d {
+            ($t:ident) => {
+                $t::from_xdr_canonical(&mut c)?
+            };
+        }
+        let stream_ref = |c: &mut Canon<'_>, variant: &str| -> Option<StreamRef> {
+            c.vec_header(2)?;
+            (c.symbol()? == variant.as_bytes()).then_some(())?;
+            Some(StreamRef {
+                stream_id: <u64 as super::xdr::Canonical>::canon(c)?,
+            })
+        };
+        let ev = match sym {
+            "created" => E::Created(d!(StreamCreated)),
+            "withdrew" => E::Withdrew(d!(Withdrawal)),
+            "wdraw_to" => E::WithdrewTo(d!(WithdrawalTo)),
+            "completed" => E::Completed(stream_ref(&mut c, "StreamCompleted")?),
+            "cancelled" => E::Cancelled(stream_ref(&mut c, "StreamCancelled")?),
+            "kp_cncl" => E::KeeperCancelled(d!(KeeperCancelled)),
+            "closed" => E::Closed(stream_ref(&mut c, "StreamClosed")?),
+            "paused" => E::Paused(d!(StreamPaused)),
+            "resumed" => E::Resumed(stream_ref(&mut c, "Resumed")?),
+            "rate_upd" => E::RateUpdated(d!(RateUpdated)),
+            "rate_dec" => E::RateDecreased(d!(RateDecreased)),
+            "rate_cap" => E::RateCapEnforced(d!(RateCapEnforced)),
+            "end_shrt" => E::EndShortened(d!(StreamEndShortened)),
+            "end_ext" => E::EndExtended(d!(StreamEndExtended)),
+            "top_up" => E::ToppedUp(d!(StreamToppedUp)),
+            "health" => E::HealthChanged(d!(StreamHealthChanged)),
+            "recp_upd" => E::RecipientUpdated(d!(RecipientUpdated)),
+            "claim_own" => E::ClaimOwnershipTransferred(d!(ClaimOwnershipTransferred)),
+            "del_share" => E::RecipientShareDelegated(d!(RecipientShareDelegated)),
+            "cloned" => E::Cloned(d!(StreamCloned)),
+            "renewed" => {
+                let r = d!(StreamRenewed);
+                (topic_u64(2)? == r.new_stream_id).then_some(())?;
+                E::Renewed(r)
+            }
+            "decomm" => E::Decommissioned(d!(StreamDecommissioned)),
+            "ac_set" => E::AutoClaimSet(d!(AutoClaimSet)),
+            "ac_revoke" => E::AutoClaimRevoked(d!(AutoClaimRevoked)),
+            "ac_trig" => E::AutoClaimTriggered(d!(AutoClaimTriggered)),
+            "offr_crt" => E::OfferCreated(d!(StreamOfferCreated)),
+            "offr_acc" => E::OfferAccepted(d!(StreamOfferAccepted)),
+            "offr_cxl" => E::OfferCancelled(d!(StreamOfferCancelled)),
+            _ => return None,
+        };
+        if ev.stream_id().is_some_and(|id| id != tid) {
+            return None;
+        }
+        Some((ev, c.pos()))
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod scval;
 pub mod stream;
+pub mod xdr;
 
 pub use events::{ContractEvent, Unrecognized};
 pub use scval::{Addr, HexBytes, Metadata, I128};

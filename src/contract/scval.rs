@@ -2,7 +2,7 @@
 //! (see `spec/contract.md` §1): structs are maps keyed by field-name symbols, looked up by key.
 
 use serde::{Serialize, Serializer};
-use stellar_xdr::{ScMap, ScVal};
+use stellar_xdr::{ScAddress, ScMap, ScVal};
 
 /// Raw `i128` token amount; serialised as a decimal string so no consumer ever sees a float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -131,10 +131,35 @@ impl<T: FromScVal> FromScVal for Option<T> {
 #[serde(transparent)]
 pub struct Addr(pub Address);
 
+/// Addresses rendered lately, per thread: the same few senders, recipients and contracts recur
+/// in every ledger, and rendering a strkey (base32 and a checksum) costs more than a lookup.
+const ADDRESS_CACHE: usize = 4096;
+
+thread_local! {
+    static ADDRESSES: std::cell::RefCell<std::collections::HashMap<ScAddress, String>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The strkey of an address (`G…`, `C…`, `M…`, …), as `ScAddress`'s `Display` renders it.
+pub fn render_address(a: &ScAddress) -> String {
+    ADDRESSES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(s) = cache.get(a) {
+            return s.clone();
+        }
+        let s = a.to_string();
+        if cache.len() >= ADDRESS_CACHE {
+            cache.clear();
+        }
+        cache.insert(a.clone(), s.clone());
+        s
+    })
+}
+
 impl FromScVal for Addr {
     fn from_scval(v: &ScVal) -> Result<Self, String> {
         match v {
-            ScVal::Address(a) => Ok(Addr(a.to_string())),
+            ScVal::Address(a) => Ok(Addr(render_address(a))),
             other => Err(mismatch("Address", other)),
         }
     }
@@ -218,6 +243,20 @@ macro_rules! map_struct {
                 let m = $crate::contract::scval::as_map(v)?;
                 let mut hint = 0usize;
                 Ok(Self { $($f: $crate::contract::scval::field_hinted::<$t>(m, stringify!($f), &mut hint)?),* })
+            }
+
+            /// Reads the value in place from XDR in its canonical shape (the fields in
+            /// declaration order, see [`crate::contract::xdr`]); `None` when it is not exactly
+            /// that shape (then decode it with `from_scval`, which gives the same result or
+            /// says why not).
+            pub fn from_xdr_canonical(c: &mut $crate::contract::xdr::Canon<'_>) -> Option<Self> {
+                c.map_header([$(stringify!($f)),*].len())?;
+                Some(Self {
+                    $($f: {
+                        c.key(stringify!($f))?;
+                        <$t as $crate::contract::xdr::Canonical>::canon(c)?
+                    }),*
+                })
             }
         }
     };

@@ -5,6 +5,7 @@ use serde::Serialize;
 use stellar_xdr::ScVal;
 
 use super::scval::{as_symbol, map_struct, Addr, FromScVal, HexBytes, Metadata, I128};
+use super::xdr::{Canon, Canonical};
 
 /// `StreamStatus` (`U32`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -27,6 +28,12 @@ impl FromScVal for StreamStatus {
     }
 }
 
+impl Canonical for StreamStatus {
+    fn canon(c: &mut Canon<'_>) -> Option<Self> {
+        Self::from_scval(&ScVal::U32(u32::canon(c)?)).ok()
+    }
+}
+
 /// `StreamKind` (`U32`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum StreamKind {
@@ -43,6 +50,12 @@ impl FromScVal for StreamKind {
             2 => Ok(Self::CliffSlope),
             n => Err(format!("unknown StreamKind {n}")),
         }
+    }
+}
+
+impl Canonical for StreamKind {
+    fn canon(c: &mut Canon<'_>) -> Option<Self> {
+        Self::from_scval(&ScVal::U32(u32::canon(c)?)).ok()
     }
 }
 
@@ -80,6 +93,29 @@ map_struct!(
         witness: Option<Addr>,
     }
 );
+
+impl StreamEntry {
+    /// Decodes a `Stream` value from its XDR (an `ScVal`): in place when it has the canonical
+    /// shape, else through `stellar-xdr` and [`StreamEntry::from_scval`] (same result either way).
+    pub fn from_xdr(bytes: &[u8]) -> Result<StreamEntry, String> {
+        let mut c = Canon::new(bytes);
+        if let Some(e) = StreamEntry::from_xdr_canonical(&mut c) {
+            if c.pos() == bytes.len() {
+                return Ok(e);
+            }
+        }
+        use stellar_xdr::{Limits, ReadXdr};
+        let v = ScVal::from_xdr(
+            bytes,
+            Limits {
+                depth: 500,
+                len: bytes.len(),
+            },
+        )
+        .map_err(|e| format!("Stream value is not an XDR ScVal: {e}"))?;
+        StreamEntry::from_scval(&v)
+    }
+}
 
 /// If `key` is `Vec[Symbol("Stream"), U64(id)]`, the id.
 pub fn stream_key_id(key: &ScVal) -> Option<u64> {

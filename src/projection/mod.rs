@@ -7,6 +7,7 @@
 //! * [`rebuild`]: recomputes everything from the stored events and entries and compares.
 //! * [`view`]: the client stream object (amounts as decimal strings at an instant).
 pub mod fold;
+pub mod json;
 pub mod projector;
 pub mod rebuild;
 pub mod view;

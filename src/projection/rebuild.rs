@@ -239,6 +239,10 @@ fn decode_all(events: &[FoldInput]) -> Result<Vec<ContractEvent>, RebuildError> 
 fn decode_entries(entries: &[crate::store::StreamEntryRecord]) -> Vec<Option<StreamEntry>> {
     par_map(entries, |n| {
         let x = n.value_xdr.as_deref()?;
+        // In place from the XDR when canonical (the usual case), else through `ScVal`.
+        if let Some(bytes) = base64(x) {
+            return StreamEntry::from_xdr(&bytes).ok();
+        }
         let loc = format!("ledger {} tx {}", n.ledger, n.tx_order);
         scval(x, "Stream entry", &loc)
             .and_then(|v| StreamEntry::from_scval(&v))
@@ -246,8 +250,24 @@ fn decode_entries(entries: &[crate::store::StreamEntryRecord]) -> Vec<Option<Str
     })
 }
 
+/// The bytes of stored base64, when it is valid.
+fn base64(b64: &str) -> Option<Vec<u8>> {
+    base64_simd::STANDARD.decode_to_vec(b64.as_bytes()).ok()
+}
+
 /// Decodes a stored event's raw XDR again (the raw XDR is the source of truth).
 pub fn decode_input(e: &FoldInput) -> Result<ContractEvent, String> {
+    // In place from the XDR when the event has the contract's canonical shape (the same event
+    // decoding the values gives); else, and for any error, through the values.
+    let raw: Option<Vec<Vec<u8>>> = e.topic_xdr.iter().map(|t| base64(t)).collect();
+    if let (Some(raw), Some(data)) = (raw, base64(&e.data_xdr)) {
+        let topics: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+        if let Some((ev, len)) = ContractEvent::decode_canonical(&topics, &data) {
+            if len == data.len() {
+                return Ok(ev);
+            }
+        }
+    }
     let topics = e
         .topic_xdr
         .iter()

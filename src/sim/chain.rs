@@ -3,23 +3,25 @@
 //! a node would serve for them: `TransactionMeta` V3/V4 and `LedgerCloseMeta` V1/V2.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
-    ContractDataDurability, ContractDataEntry, ContractEvent, ContractEventBody, ContractEventType,
-    ContractEventV0, ContractId, ExtensionPoint, GeneralizedTransactionSet, Hash, HostFunction,
+    ContractDataDurability, ContractEvent, ContractEventBody, ContractEventType, ContractEventV0,
+    ContractId, DiagnosticEvent, ExtensionPoint, GeneralizedTransactionSet, Hash, HostFunction,
     InvokeContractArgs, InvokeHostFunctionOp, InvokeHostFunctionResult, LedgerCloseMeta,
-    LedgerCloseMetaExt, LedgerCloseMetaV1, LedgerCloseMetaV2, LedgerEntry, LedgerEntryChange,
-    LedgerEntryChanges, LedgerEntryData, LedgerEntryExt, LedgerHeader, LedgerHeaderExt,
-    LedgerHeaderHistoryEntry, LedgerHeaderHistoryEntryExt, LedgerKey, LedgerKeyContractData,
-    Limits, Memo, MuxedAccount, Operation, OperationBody, OperationMeta, OperationMetaV2,
-    OperationResult, OperationResultTr, Preconditions, ScAddress, ScSymbol, ScVal, ScVec,
-    SequenceNumber, SorobanTransactionMeta, SorobanTransactionMetaExt, SorobanTransactionMetaV2,
-    StellarValue, StellarValueExt, TimePoint, Transaction, TransactionEnvelope, TransactionExt,
-    TransactionMeta, TransactionMetaV3, TransactionMetaV4, TransactionPhase, TransactionResult,
-    TransactionResultExt, TransactionResultMeta, TransactionResultMetaV1, TransactionResultPair,
+    LedgerCloseMetaExt, LedgerEntry, LedgerEntryChangeType, LedgerEntryChanges, LedgerEntryExt,
+    LedgerEntryType, LedgerHeader, LedgerHeaderExt, LedgerHeaderHistoryEntry,
+    LedgerHeaderHistoryEntryExt, LedgerKey, LedgerKeyContractData, Limited, Limits, Memo,
+    MuxedAccount, Operation, OperationBody, OperationResult, OperationResultTr, Preconditions,
+    ReadXdr, ScAddress, ScSymbol, ScVal, ScVec, ScpHistoryEntry, SequenceNumber,
+    SorobanTransactionMetaExt, SorobanTransactionMetaV2, StellarValue, StellarValueExt, TimePoint,
+    Transaction, TransactionEnvelope, TransactionEvent, TransactionExt, TransactionMeta,
+    TransactionPhase, TransactionResult, TransactionResultExt, TransactionResultPair,
     TransactionResultResult, TransactionResultSet, TransactionSetV1, TransactionV1Envelope,
-    TxSetComponent, TxSetComponentTxsMaybeDiscountedFee, Uint256, VecM, WriteXdr,
+    TxSetComponent, TxSetComponentTxsMaybeDiscountedFee, Uint256, UpgradeEntryMeta, VecM, WriteXdr,
 };
 
 /// Simulator errors.
@@ -88,20 +90,275 @@ pub struct TxSpec {
     pub stream_changes: Vec<StreamChange>,
 }
 
-/// A transaction as included in a ledger.
+/// What a transaction did, in brief (the whole [`TxSpec`] is [`SimTx::replay_spec`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxBrief {
+    /// The invoked function.
+    pub function: String,
+    pub success: bool,
+    /// Contract events emitted (ours and other contracts'; none when it failed).
+    pub events: usize,
+}
+
+/// Kind of a stored `Stream` entry change (`LedgerEntryChange` arm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChangeKind {
+    Created,
+    Updated,
+    State,
+    Removed,
+}
+
+/// A `Stream` entry change of a stored transaction. The value is the `ScVal`'s XDR, shared with
+/// the chain's current entries and with the `State` change of the next transaction that touches
+/// the stream: each version of an entry is held once.
+#[derive(Debug, Clone)]
+struct StoredChange {
+    kind: ChangeKind,
+    stream_id: u64,
+    last_modified: u32,
+    value: Option<Arc<[u8]>>,
+}
+
+/// A transaction as included in a ledger. The chain keeps what a node stores, its XDR, in a
+/// compact form (events and entries as XDR bytes); the `TransactionMeta` is assembled on demand.
 #[derive(Debug, Clone)]
 pub struct SimTx {
-    pub spec: TxSpec,
+    pub spec: TxBrief,
     /// 1-based application order in its ledger.
     pub application_order: u32,
-    pub envelope: TransactionEnvelope,
     pub hash: [u8; 32],
     pub result: TransactionResultPair,
-    pub meta: TransactionMeta,
-    /// Base64 of `envelope`, `result.result` and `meta`, as Horizon serves them.
-    pub envelope_b64: String,
-    pub result_b64: String,
-    pub meta_b64: String,
+    format: MetaFormat,
+    contract: [u8; 32],
+    envelope_xdr: Box<[u8]>,
+    /// Each emitted `ContractEvent`'s XDR, concatenated (`spec.events` of them).
+    events_xdr: Box<[u8]>,
+    changes: Box<[StoredChange]>,
+}
+
+fn xdr_write<T: WriteXdr>(w: &mut Limited<Vec<u8>>, v: &T) -> Result<(), SimError> {
+    v.write_xdr(w).map_err(SimError::Xdr)
+}
+
+fn raw_write(w: &mut Limited<Vec<u8>>, bytes: &[u8]) {
+    w.inner.extend_from_slice(bytes);
+}
+
+fn xdr_writer() -> Limited<Vec<u8>> {
+    Limited::new(Vec::new(), Limits::none())
+}
+
+fn xdr_len(n: usize) -> Result<u32, SimError> {
+    u32::try_from(n).map_err(|_| SimError::Invalid(format!("{n} items do not fit an XDR array")))
+}
+
+impl SimTx {
+    /// The envelope's XDR.
+    pub fn envelope_xdr(&self) -> &[u8] {
+        &self.envelope_xdr
+    }
+
+    /// The envelope.
+    pub fn envelope(&self) -> Result<TransactionEnvelope, SimError> {
+        Ok(TransactionEnvelope::from_xdr(
+            &self.envelope_xdr,
+            Limits::none(),
+        )?)
+    }
+
+    /// Base64 of the envelope, as Horizon serves it.
+    pub fn envelope_b64(&self) -> String {
+        B64.encode(&self.envelope_xdr)
+    }
+
+    /// Base64 of the `TransactionResult`, as Horizon serves it.
+    pub fn result_b64(&self) -> Result<String, SimError> {
+        Ok(self.result.result.to_xdr_base64(Limits::none())?)
+    }
+
+    /// The emitted contract events (ours and other contracts'), in order.
+    pub fn contract_events(&self) -> Result<Vec<ContractEvent>, SimError> {
+        let mut r = Limited::new(&self.events_xdr[..], Limits::none());
+        (0..self.spec.events)
+            .map(|_| ContractEvent::read_xdr(&mut r).map_err(SimError::Xdr))
+            .collect()
+    }
+
+    /// The `TransactionMeta` XDR (V3 or V4 as the chain's format says).
+    pub fn meta_xdr(&self) -> Result<Vec<u8>, SimError> {
+        let mut w = xdr_writer();
+        self.write_meta(&mut w)?;
+        Ok(w.inner)
+    }
+
+    /// Base64 of the `TransactionMeta`, as Horizon serves it.
+    pub fn meta_b64(&self) -> Result<String, SimError> {
+        Ok(B64.encode(self.meta_xdr()?))
+    }
+
+    /// The `TransactionMeta`.
+    pub fn meta(&self) -> Result<TransactionMeta, SimError> {
+        Ok(TransactionMeta::from_xdr(self.meta_xdr()?, Limits::none())?)
+    }
+
+    fn write_changes(&self, w: &mut Limited<Vec<u8>>) -> Result<(), SimError> {
+        let contract = contract_address(self.contract);
+        xdr_write(w, &xdr_len(self.changes.len())?)?;
+        for c in self.changes.iter() {
+            let key = stream_key(c.stream_id)?;
+            match (c.kind, &c.value) {
+                (ChangeKind::Removed, _) => {
+                    xdr_write(w, &LedgerEntryChangeType::Removed)?;
+                    xdr_write(
+                        w,
+                        &LedgerKey::ContractData(LedgerKeyContractData {
+                            contract: contract.clone(),
+                            key,
+                            durability: ContractDataDurability::Persistent,
+                        }),
+                    )?;
+                }
+                (kind, Some(value)) => {
+                    xdr_write(
+                        w,
+                        &match kind {
+                            ChangeKind::Created => LedgerEntryChangeType::Created,
+                            ChangeKind::Updated => LedgerEntryChangeType::Updated,
+                            _ => LedgerEntryChangeType::State,
+                        },
+                    )?;
+                    // LedgerEntry { last_modified, data: ContractData(entry), ext }
+                    xdr_write(w, &c.last_modified)?;
+                    xdr_write(w, &LedgerEntryType::ContractData)?;
+                    xdr_write(w, &ExtensionPoint::V0)?;
+                    xdr_write(w, &contract)?;
+                    xdr_write(w, &key)?;
+                    xdr_write(w, &ContractDataDurability::Persistent)?;
+                    raw_write(w, value);
+                    xdr_write(w, &LedgerEntryExt::V0)?;
+                }
+                (_, None) => {
+                    return Err(SimError::Invalid(format!(
+                        "stored change of stream {} has no value",
+                        c.stream_id
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_events(&self, w: &mut Limited<Vec<u8>>) -> Result<(), SimError> {
+        xdr_write(w, &xdr_len(self.spec.events)?)?;
+        raw_write(w, &self.events_xdr);
+        Ok(())
+    }
+
+    /// Writes the meta, field by field as `TransactionMetaV3`/`V4` lay them out (the tests check
+    /// the bytes against the same meta built as a value).
+    fn write_meta(&self, w: &mut Limited<Vec<u8>>) -> Result<(), SimError> {
+        let success = self.spec.success;
+        match self.format {
+            MetaFormat::V3InLcmV1 => {
+                xdr_write(w, &3i32)?;
+                xdr_write(w, &ExtensionPoint::V0)?;
+                xdr_write(w, &LedgerEntryChanges::default())?;
+                // operations: one OperationMeta { changes } when it succeeded
+                xdr_write(w, &u32::from(success))?;
+                if success {
+                    self.write_changes(w)?;
+                }
+                xdr_write(w, &LedgerEntryChanges::default())?;
+                // soroban_meta: Some(SorobanTransactionMeta { ext, events, return_value,
+                // diagnostic_events }) when it succeeded
+                xdr_write(w, &u32::from(success))?;
+                if success {
+                    xdr_write(w, &SorobanTransactionMetaExt::V0)?;
+                    self.write_events(w)?;
+                    xdr_write(w, &ScVal::Void)?;
+                    xdr_write(w, &VecM::<DiagnosticEvent>::default())?;
+                }
+            }
+            MetaFormat::V4InLcmV2 | MetaFormat::V4InLcmV1 => {
+                xdr_write(w, &4i32)?;
+                xdr_write(w, &ExtensionPoint::V0)?;
+                xdr_write(w, &LedgerEntryChanges::default())?;
+                // operations: one OperationMetaV2 { ext, changes, events } when it succeeded
+                xdr_write(w, &u32::from(success))?;
+                if success {
+                    xdr_write(w, &ExtensionPoint::V0)?;
+                    self.write_changes(w)?;
+                    self.write_events(w)?;
+                }
+                xdr_write(w, &LedgerEntryChanges::default())?;
+                xdr_write(
+                    w,
+                    &Some(SorobanTransactionMetaV2 {
+                        ext: SorobanTransactionMetaExt::V0,
+                        return_value: success.then_some(ScVal::Void),
+                    }),
+                )?;
+                xdr_write(w, &VecM::<TransactionEvent>::default())?;
+                xdr_write(w, &VecM::<DiagnosticEvent>::default())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The transaction as a [`TxSpec`] again (to replay it on another branch). A failed
+    /// transaction emitted nothing, so its spec has no events or entry changes.
+    pub fn replay_spec(&self) -> Result<TxSpec, SimError> {
+        let args = match self.envelope()? {
+            TransactionEnvelope::Tx(e) => {
+                e.tx.operations
+                    .iter()
+                    .find_map(|op| match &op.body {
+                        OperationBody::InvokeHostFunction(ih) => match &ih.host_function {
+                            HostFunction::InvokeContract(a) => Some(a.args.to_vec()),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        let events = self
+            .contract_events()?
+            .into_iter()
+            .map(|e| {
+                let ContractEventBody::V0(body) = e.body;
+                SimEvent {
+                    contract: e.contract_id.map_or([0; 32], |c| c.0 .0),
+                    topics: body.topics.to_vec(),
+                    data: body.data,
+                }
+            })
+            .collect();
+        let mut stream_changes = Vec::new();
+        for c in self.changes.iter() {
+            match (c.kind, &c.value) {
+                (ChangeKind::Created | ChangeKind::Updated, Some(v)) => {
+                    stream_changes.push(StreamChange::Set {
+                        stream_id: c.stream_id,
+                        value: ScVal::from_xdr(&v[..], Limits::none())?,
+                    })
+                }
+                (ChangeKind::Removed, _) => stream_changes.push(StreamChange::Removed {
+                    stream_id: c.stream_id,
+                }),
+                _ => {}
+            }
+        }
+        Ok(TxSpec {
+            function: self.spec.function.clone(),
+            args,
+            success: self.spec.success,
+            events,
+            stream_changes,
+        })
+    }
 }
 
 /// A closed ledger.
@@ -114,8 +371,6 @@ pub struct SimLedger {
     pub txs: Vec<SimTx>,
     /// Which branch produced it (forks replace ledgers with another branch).
     pub branch: u32,
-    /// Base64 `LedgerCloseMeta`, encoded once on first use (a node serves stored XDR).
-    pub lcm_b64: std::sync::OnceLock<Result<String, String>>,
 }
 
 impl SimLedger {
@@ -140,11 +395,9 @@ pub struct SimChain {
     ledgers: Vec<SimLedger>,
     first_seq: u32,
     genesis_prev: [u8; 32],
-    /// Current `Stream` entries after the tip, for `State` changes in metas.
-    streams: BTreeMap<u64, std::sync::Arc<ScVal>>,
-    /// `streams` as of the end of each ledger that changed them (for forks).
-    /// (Values are shared: a snapshot copies pointers, not the 29-field maps.)
-    stream_history: Vec<(u32, BTreeMap<u64, std::sync::Arc<ScVal>>)>,
+    /// Current `Stream` entries after the tip (XDR of each `ScVal`), for `State` changes in
+    /// metas. A fork takes them back with the dropped transactions' own `State` changes.
+    streams: BTreeMap<u64, Arc<[u8]>>,
     source_key: [u8; 32],
     next_source_seq: i64,
     branch: u32,
@@ -183,7 +436,6 @@ impl SimChain {
             first_seq,
             genesis_prev: sha256(format!("fluxora-sim genesis {first_seq}").as_bytes()),
             streams: BTreeMap::new(),
-            stream_history: Vec::new(),
             source_key: sha256(b"fluxora-sim source account"),
             next_source_seq: 1 << 32,
             branch: 0,
@@ -216,8 +468,8 @@ impl SimChain {
         self.first_seq + self.ledgers.len() as u32
     }
 
-    /// The `Stream` entries as of the tip.
-    pub fn streams(&self) -> &BTreeMap<u64, std::sync::Arc<ScVal>> {
+    /// The `Stream` entries as of the tip (XDR of each `ScVal`).
+    pub fn streams(&self) -> &BTreeMap<u64, Arc<[u8]>> {
         &self.streams
     }
 
@@ -230,7 +482,7 @@ impl SimChain {
         let seq = self.next_seq();
         let prev = self.ledgers.last().map_or(self.genesis_prev, |l| l.hash);
         let mut txs = Vec::with_capacity(specs.len());
-        let mut changed = false;
+        let mut envelopes = Vec::with_capacity(specs.len());
         for (i, spec) in specs.into_iter().enumerate() {
             let envelope = self.envelope(&spec)?;
             let hash = envelope.hash(self.network_id)?;
@@ -254,28 +506,27 @@ impl SimChain {
                     ext: TransactionResultExt::V0,
                 },
             };
-            if spec.success && !spec.stream_changes.is_empty() {
-                changed = true;
-            }
-            let meta = self.meta(seq, &spec)?;
+            let (changes, events_xdr, events) = self.apply(seq, &spec)?;
             txs.push(SimTx {
-                spec,
+                spec: TxBrief {
+                    function: spec.function,
+                    success: spec.success,
+                    events,
+                },
                 application_order: i as u32 + 1,
-                envelope_b64: envelope.to_xdr_base64(Limits::none())?,
-                result_b64: result.result.to_xdr_base64(Limits::none())?,
-                meta_b64: meta.to_xdr_base64(Limits::none())?,
-                envelope,
                 hash,
                 result,
-                meta,
+                format: self.format,
+                contract: self.contract,
+                envelope_xdr: envelope.to_xdr(Limits::none())?.into_boxed_slice(),
+                events_xdr,
+                changes,
             });
-        }
-        if changed {
-            self.stream_history.push((seq, self.streams.clone()));
+            envelopes.push((hash, envelope));
         }
 
         // Header: commit to the transaction set and results like stellar-core does.
-        let tx_set = self.tx_set(prev, &txs)?;
+        let tx_set = tx_set_of(prev, envelopes)?;
         let results = TransactionResultSet {
             results: vecm(txs.iter().map(|t| t.result.clone()).collect())?,
         };
@@ -311,7 +562,6 @@ impl SimChain {
             hash,
             txs,
             branch: self.branch,
-            lcm_b64: std::sync::OnceLock::new(),
         });
         self.ledgers
             .last()
@@ -324,13 +574,23 @@ impl SimChain {
         let keep = seq.saturating_sub(self.first_seq - 1) as usize;
         let keep = keep.min(self.ledgers.len());
         let dropped = self.ledgers.len() - keep;
-        self.ledgers.truncate(keep);
-        self.stream_history.retain(|(s, _)| *s <= seq);
-        self.streams = self
-            .stream_history
-            .last()
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default();
+        // Take the entries back, newest change first: a `State` change holds the value before
+        // the transaction, a `Created` one had none.
+        for l in self.ledgers.drain(keep..).rev() {
+            for t in l.txs.iter().rev() {
+                for c in t.changes.iter().rev() {
+                    match (c.kind, &c.value) {
+                        (ChangeKind::State, Some(old)) => {
+                            self.streams.insert(c.stream_id, old.clone());
+                        }
+                        (ChangeKind::Created, _) => {
+                            self.streams.remove(&c.stream_id);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
         self.branch += 1;
         dropped
     }
@@ -365,168 +625,83 @@ impl SimChain {
         }))
     }
 
-    fn entry(&self, seq: u32, stream_id: u64, value: ScVal) -> Result<LedgerEntry, SimError> {
-        Ok(LedgerEntry {
-            last_modified_ledger_seq: seq,
-            data: LedgerEntryData::ContractData(ContractDataEntry {
-                ext: ExtensionPoint::V0,
-                contract: contract_address(self.contract),
-                key: stream_key(stream_id)?,
-                durability: ContractDataDurability::Persistent,
-                val: value,
-            }),
-            ext: LedgerEntryExt::V0,
-        })
-    }
-
-    /// Builds the meta and applies the stream changes to the current entries.
-    fn meta(&mut self, seq: u32, spec: &TxSpec) -> Result<TransactionMeta, SimError> {
+    /// Applies a transaction's stream changes to the current entries; returns its stored
+    /// changes (with the `State` before each update or removal), its events' XDR and how many.
+    #[allow(clippy::type_complexity)]
+    fn apply(
+        &mut self,
+        seq: u32,
+        spec: &TxSpec,
+    ) -> Result<(Box<[StoredChange]>, Box<[u8]>, usize), SimError> {
+        if !spec.success {
+            return Ok((Box::default(), Box::default(), 0));
+        }
         let mut changes = Vec::new();
-        if spec.success {
-            for c in &spec.stream_changes {
-                match c {
-                    StreamChange::Set { stream_id, value } => {
-                        match self.streams.get(stream_id) {
-                            Some(old) => {
-                                changes.push(LedgerEntryChange::State(self.entry(
-                                    seq.saturating_sub(1),
-                                    *stream_id,
-                                    ScVal::clone(old),
-                                )?));
-                                changes.push(LedgerEntryChange::Updated(self.entry(
-                                    seq,
-                                    *stream_id,
-                                    value.clone(),
-                                )?));
-                            }
-                            None => changes.push(LedgerEntryChange::Created(self.entry(
-                                seq,
-                                *stream_id,
-                                value.clone(),
-                            )?)),
+        for c in &spec.stream_changes {
+            match c {
+                StreamChange::Set { stream_id, value } => {
+                    let new: Arc<[u8]> = value.to_xdr(Limits::none())?.into();
+                    match self.streams.insert(*stream_id, new.clone()) {
+                        Some(old) => {
+                            changes.push(StoredChange {
+                                kind: ChangeKind::State,
+                                stream_id: *stream_id,
+                                last_modified: seq.saturating_sub(1),
+                                value: Some(old),
+                            });
+                            changes.push(StoredChange {
+                                kind: ChangeKind::Updated,
+                                stream_id: *stream_id,
+                                last_modified: seq,
+                                value: Some(new),
+                            });
                         }
-                        self.streams
-                            .insert(*stream_id, std::sync::Arc::new(value.clone()));
+                        None => changes.push(StoredChange {
+                            kind: ChangeKind::Created,
+                            stream_id: *stream_id,
+                            last_modified: seq,
+                            value: Some(new),
+                        }),
                     }
-                    StreamChange::Removed { stream_id } => {
-                        if let Some(old) = self.streams.remove(stream_id) {
-                            changes.push(LedgerEntryChange::State(self.entry(
-                                seq.saturating_sub(1),
-                                *stream_id,
-                                ScVal::clone(&old),
-                            )?));
-                        }
-                        changes.push(LedgerEntryChange::Removed(LedgerKey::ContractData(
-                            LedgerKeyContractData {
-                                contract: contract_address(self.contract),
-                                key: stream_key(*stream_id)?,
-                                durability: ContractDataDurability::Persistent,
-                            },
-                        )));
+                }
+                StreamChange::Removed { stream_id } => {
+                    if let Some(old) = self.streams.remove(stream_id) {
+                        changes.push(StoredChange {
+                            kind: ChangeKind::State,
+                            stream_id: *stream_id,
+                            last_modified: seq.saturating_sub(1),
+                            value: Some(old),
+                        });
                     }
+                    changes.push(StoredChange {
+                        kind: ChangeKind::Removed,
+                        stream_id: *stream_id,
+                        last_modified: seq,
+                        value: None,
+                    });
                 }
             }
         }
-        let events: Vec<ContractEvent> = if spec.success {
-            spec.events
-                .iter()
-                .map(|e| {
-                    Ok(ContractEvent {
-                        ext: ExtensionPoint::V0,
-                        contract_id: Some(ContractId(Hash(e.contract))),
-                        type_: ContractEventType::Contract,
-                        body: ContractEventBody::V0(ContractEventV0 {
-                            topics: vecm(e.topics.clone())?,
-                            data: e.data.clone(),
-                        }),
-                    })
-                })
-                .collect::<Result<_, SimError>>()?
-        } else {
-            Vec::new()
-        };
-        let changes: LedgerEntryChanges = LedgerEntryChanges(vecm(changes)?);
-        let events: VecM<ContractEvent> = vecm(events)?;
-        Ok(match self.format {
-            MetaFormat::V3InLcmV1 => TransactionMeta::V3(TransactionMetaV3 {
-                ext: ExtensionPoint::V0,
-                tx_changes_before: LedgerEntryChanges::default(),
-                operations: if spec.success {
-                    vecm(vec![OperationMeta { changes }])?
-                } else {
-                    VecM::default()
-                },
-                tx_changes_after: LedgerEntryChanges::default(),
-                soroban_meta: spec.success.then(|| SorobanTransactionMeta {
-                    ext: SorobanTransactionMetaExt::V0,
-                    events,
-                    return_value: ScVal::Void,
-                    diagnostic_events: VecM::default(),
-                }),
-            }),
-            MetaFormat::V4InLcmV2 | MetaFormat::V4InLcmV1 => {
-                TransactionMeta::V4(TransactionMetaV4 {
+        let mut events = xdr_writer();
+        for e in &spec.events {
+            xdr_write(
+                &mut events,
+                &ContractEvent {
                     ext: ExtensionPoint::V0,
-                    tx_changes_before: LedgerEntryChanges::default(),
-                    operations: if spec.success {
-                        vecm(vec![OperationMetaV2 {
-                            ext: ExtensionPoint::V0,
-                            changes,
-                            events,
-                        }])?
-                    } else {
-                        VecM::default()
-                    },
-                    tx_changes_after: LedgerEntryChanges::default(),
-                    soroban_meta: Some(SorobanTransactionMetaV2 {
-                        ext: SorobanTransactionMetaExt::V0,
-                        return_value: spec.success.then_some(ScVal::Void),
+                    contract_id: Some(ContractId(Hash(e.contract))),
+                    type_: ContractEventType::Contract,
+                    body: ContractEventBody::V0(ContractEventV0 {
+                        topics: vecm(e.topics.clone())?,
+                        data: e.data.clone(),
                     }),
-                    events: VecM::default(),
-                    diagnostic_events: VecM::default(),
-                })
-            }
-        })
-    }
-
-    /// The transaction set, ordered by hash as stellar-core does (not by application order).
-    fn tx_set(&self, prev: [u8; 32], txs: &[SimTx]) -> Result<GeneralizedTransactionSet, SimError> {
-        let mut by_hash: Vec<&SimTx> = txs.iter().collect();
-        by_hash.sort_by_key(|t| t.hash);
-        let envelopes: Vec<TransactionEnvelope> =
-            by_hash.iter().map(|t| t.envelope.clone()).collect();
-        let component =
-            TxSetComponent::TxsetCompTxsMaybeDiscountedFee(TxSetComponentTxsMaybeDiscountedFee {
-                base_fee: None,
-                txs: vecm(envelopes)?,
-            });
-        Ok(GeneralizedTransactionSet::V1(TransactionSetV1 {
-            previous_ledger_hash: Hash(prev),
-            phases: vecm(vec![
-                TransactionPhase::V0(VecM::default()),
-                TransactionPhase::V0(vecm(vec![component])?),
-            ])?,
-        }))
-    }
-
-    /// The ledger's `LedgerCloseMeta` as base64, encoded once.
-    pub fn close_meta_b64(&self, l: &SimLedger) -> Result<String, SimError> {
-        l.lcm_b64
-            .get_or_init(|| {
-                self.close_meta(l)
-                    .and_then(|m| m.to_xdr_base64(Limits::none()).map_err(SimError::Xdr))
-                    .map_err(|e| e.to_string())
-            })
-            .clone()
-            .map_err(SimError::Invalid)
-    }
-
-    /// Encodes every ledger's `LedgerCloseMeta` now, as a node holds them stored.
-    pub fn precompute_xdr(&self) -> Result<(), SimError> {
-        for l in &self.ledgers {
-            self.close_meta_b64(l)?;
+                },
+            )?;
         }
-        Ok(())
+        Ok((
+            changes.into_boxed_slice(),
+            events.inner.into_boxed_slice(),
+            spec.events.len(),
+        ))
     }
 
     /// The `LedgerHeaderHistoryEntry` RPC serves as `headerXdr`.
@@ -538,56 +713,81 @@ impl SimChain {
         }
     }
 
+    /// The ledger's `LedgerCloseMeta` XDR in the chain's format, assembled from the stored
+    /// transactions field by field as `LedgerCloseMetaV1`/`V2` lay them out.
+    pub fn close_meta_xdr(&self, l: &SimLedger) -> Result<Vec<u8>, SimError> {
+        let prev = l.header.previous_ledger_hash.0;
+        let envelopes = l
+            .txs
+            .iter()
+            .map(|t| Ok((t.hash, t.envelope()?)))
+            .collect::<Result<Vec<_>, SimError>>()?;
+        let tx_set = tx_set_of(prev, envelopes)?;
+        let mut w = xdr_writer();
+        let v2 = self.format == MetaFormat::V4InLcmV2;
+        xdr_write(&mut w, &if v2 { 2i32 } else { 1i32 })?;
+        xdr_write(&mut w, &LedgerCloseMetaExt::V0)?;
+        xdr_write(&mut w, &self.header_entry(l))?;
+        xdr_write(&mut w, &tx_set)?;
+        xdr_write(&mut w, &xdr_len(l.txs.len())?)?;
+        for t in &l.txs {
+            if v2 {
+                // TransactionResultMetaV1 { ext, result, fee_processing, tx_apply_processing,
+                // post_tx_apply_fee_processing }
+                xdr_write(&mut w, &ExtensionPoint::V0)?;
+                xdr_write(&mut w, &t.result)?;
+                xdr_write(&mut w, &LedgerEntryChanges::default())?;
+                t.write_meta(&mut w)?;
+                xdr_write(&mut w, &LedgerEntryChanges::default())?;
+            } else {
+                // TransactionResultMeta { result, fee_processing, tx_apply_processing }
+                xdr_write(&mut w, &t.result)?;
+                xdr_write(&mut w, &LedgerEntryChanges::default())?;
+                t.write_meta(&mut w)?;
+            }
+        }
+        xdr_write(&mut w, &VecM::<UpgradeEntryMeta>::default())?;
+        xdr_write(&mut w, &VecM::<ScpHistoryEntry>::default())?;
+        xdr_write(&mut w, &0u64)?;
+        xdr_write(&mut w, &VecM::<LedgerKey>::default())?;
+        if !v2 {
+            xdr_write(&mut w, &VecM::<LedgerEntry>::default())?;
+        }
+        Ok(w.inner)
+    }
+
+    /// The ledger's `LedgerCloseMeta` as base64.
+    pub fn close_meta_b64(&self, l: &SimLedger) -> Result<String, SimError> {
+        Ok(B64.encode(self.close_meta_xdr(l)?))
+    }
+
     /// The ledger's `LedgerCloseMeta` in the chain's format.
     pub fn close_meta(&self, l: &SimLedger) -> Result<LedgerCloseMeta, SimError> {
-        let prev = l.header.previous_ledger_hash.0;
-        let tx_set = self.tx_set(prev, &l.txs)?;
-        Ok(match self.format {
-            MetaFormat::V3InLcmV1 | MetaFormat::V4InLcmV1 => {
-                LedgerCloseMeta::V1(LedgerCloseMetaV1 {
-                    ext: LedgerCloseMetaExt::V0,
-                    ledger_header: self.header_entry(l),
-                    tx_set,
-                    tx_processing: vecm(
-                        l.txs
-                            .iter()
-                            .map(|t| TransactionResultMeta {
-                                result: t.result.clone(),
-                                fee_processing: LedgerEntryChanges::default(),
-                                tx_apply_processing: t.meta.clone(),
-                            })
-                            .collect(),
-                    )?,
-                    upgrades_processing: VecM::default(),
-                    scp_info: VecM::default(),
-                    total_byte_size_of_live_soroban_state: 0,
-                    evicted_keys: VecM::default(),
-                    unused: VecM::default(),
-                })
-            }
-            MetaFormat::V4InLcmV2 => LedgerCloseMeta::V2(LedgerCloseMetaV2 {
-                ext: LedgerCloseMetaExt::V0,
-                ledger_header: self.header_entry(l),
-                tx_set,
-                tx_processing: vecm(
-                    l.txs
-                        .iter()
-                        .map(|t| TransactionResultMetaV1 {
-                            ext: ExtensionPoint::V0,
-                            result: t.result.clone(),
-                            fee_processing: LedgerEntryChanges::default(),
-                            tx_apply_processing: t.meta.clone(),
-                            post_tx_apply_fee_processing: LedgerEntryChanges::default(),
-                        })
-                        .collect(),
-                )?,
-                upgrades_processing: VecM::default(),
-                scp_info: VecM::default(),
-                total_byte_size_of_live_soroban_state: 0,
-                evicted_keys: VecM::default(),
-            }),
-        })
+        Ok(LedgerCloseMeta::from_xdr(
+            self.close_meta_xdr(l)?,
+            Limits::none(),
+        )?)
     }
+}
+
+/// The transaction set, ordered by hash as stellar-core does (not by application order).
+fn tx_set_of(
+    prev: [u8; 32],
+    mut envelopes: Vec<([u8; 32], TransactionEnvelope)>,
+) -> Result<GeneralizedTransactionSet, SimError> {
+    envelopes.sort_by_key(|(h, _)| *h);
+    let component =
+        TxSetComponent::TxsetCompTxsMaybeDiscountedFee(TxSetComponentTxsMaybeDiscountedFee {
+            base_fee: None,
+            txs: vecm(envelopes.into_iter().map(|(_, e)| e).collect())?,
+        });
+    Ok(GeneralizedTransactionSet::V1(TransactionSetV1 {
+        previous_ledger_hash: Hash(prev),
+        phases: vecm(vec![
+            TransactionPhase::V0(VecM::default()),
+            TransactionPhase::V0(vecm(vec![component])?),
+        ])?,
+    }))
 }
 
 #[cfg(test)]
@@ -629,18 +829,23 @@ mod tests {
             let (a, b) = (&c.ledgers()[0], &c.ledgers()[1]);
             assert_eq!(b.header.previous_ledger_hash.0, a.hash);
             assert_eq!(sha256(&b.header.to_xdr(Limits::none()).unwrap()), b.hash);
-            let lcm = c.close_meta(b).unwrap();
-            let bytes = lcm.to_xdr(Limits::none()).unwrap();
-            let back = LedgerCloseMeta::from_xdr(&bytes, Limits::none()).unwrap();
-            assert_eq!(back, lcm);
+            // The assembled XDR is canonical: it decodes and encodes back to the same bytes.
+            let bytes = c.close_meta_xdr(b).unwrap();
+            let lcm = LedgerCloseMeta::from_xdr(&bytes, Limits::none()).unwrap();
+            assert_eq!(lcm.to_xdr(Limits::none()).unwrap(), bytes);
+            for t in &b.txs {
+                let m = t.meta_xdr().unwrap();
+                let meta = TransactionMeta::from_xdr(&m, Limits::none()).unwrap();
+                assert_eq!(meta.to_xdr(Limits::none()).unwrap(), m);
+            }
             // The tx hash is what a client recomputes from the envelope and the passphrase.
             let t = &b.txs[0];
             let net = sha256(b"Test SDF Network ; September 2015");
-            assert_eq!(t.envelope.hash(net).unwrap(), t.hash);
+            assert_eq!(t.envelope().unwrap().hash(net).unwrap(), t.hash);
             assert_eq!(t.result.transaction_hash.0, t.hash);
             // The second update of stream 1 carries the old value as State, then Updated; the
             // failed transaction has no operations meta and no events.
-            let changes = match (&b.txs[2].meta, &b.txs[1].meta) {
+            let changes = match (&b.txs[2].meta().unwrap(), &b.txs[1].meta().unwrap()) {
                 (TransactionMeta::V3(m), TransactionMeta::V3(f)) => {
                     assert!(f.operations.is_empty() && f.soroban_meta.is_none());
                     assert_eq!(m.soroban_meta.as_ref().unwrap().events.len(), 1);
@@ -653,8 +858,20 @@ mod tests {
                 }
                 other => panic!("unexpected metas {other:?}"),
             };
-            assert!(matches!(changes[0], LedgerEntryChange::State(_)));
-            assert!(matches!(changes[1], LedgerEntryChange::Updated(_)));
+            assert!(matches!(
+                changes[0],
+                stellar_xdr::LedgerEntryChange::State(_)
+            ));
+            assert!(matches!(
+                changes[1],
+                stellar_xdr::LedgerEntryChange::Updated(_)
+            ));
+            // A successful transaction replays as its spec; a failed one emitted nothing.
+            assert_eq!(b.txs[2].replay_spec().unwrap(), spec(true, 1));
+            let failed = b.txs[1].replay_spec().unwrap();
+            assert!(
+                !failed.success && failed.events.is_empty() && failed.stream_changes.is_empty()
+            );
         }
     }
 

@@ -258,15 +258,59 @@ fn vec_val(items: Vec<ScVal>) -> Result<ScVal, SimError> {
 /// An open offer: (created at, sender, recipient, deposit, rate, start, cliff, end).
 type Offer = (u64, [u8; 32], [u8; 32], i128, i128, u64, u64, u64);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct GenState {
     streams: BTreeMap<u64, StreamModel>,
+    /// The keys of `streams`, ascending (random picks index into it).
+    ids: Vec<u64>,
     next_id: u64,
     /// Auto-claim destinations (kept outside the `Stream` entry by the contract).
     auto_claims: BTreeMap<u64, [u8; 32]>,
     /// Open offers: (sender, recipient, deposit, rate, start, cliff, end).
     offers: BTreeMap<u64, Offer>,
     global_paused: bool,
+}
+
+impl GenState {
+    /// Sets (or removes) a stream, keeping `ids` sorted; returns the previous value.
+    fn put_stream(&mut self, id: u64, s: Option<StreamModel>) -> Option<StreamModel> {
+        let old = match s {
+            Some(s) => self.streams.insert(id, s),
+            None => self.streams.remove(&id),
+        };
+        match (old.is_some(), self.streams.contains_key(&id)) {
+            (false, true) => {
+                if let Err(i) = self.ids.binary_search(&id) {
+                    self.ids.insert(i, id);
+                }
+            }
+            (true, false) => {
+                if let Ok(i) = self.ids.binary_search(&id) {
+                    self.ids.remove(i);
+                }
+            }
+            _ => {}
+        }
+        old
+    }
+}
+
+/// One change of the generator's state, with what it replaced (to undo it on a fork).
+#[derive(Debug, Clone)]
+enum Undo {
+    Stream(u64, Option<StreamModel>),
+    AutoClaim(u64, Option<[u8; 32]>),
+    Offer(u64, Option<Offer>),
+}
+
+/// How to take the state back to before ledger `seq`.
+#[derive(Debug, Clone)]
+struct LedgerUndo {
+    seq: u32,
+    next_id: u64,
+    global_paused: bool,
+    /// In the order the changes were made.
+    changes: Vec<Undo>,
 }
 
 /// The generator. Pair it with the chain from [`Generator::empty_chain`].
@@ -277,7 +321,11 @@ pub struct Generator {
     rng: StdRng,
     state: GenState,
     accounts: Vec<[u8; 32]>,
-    history: VecDeque<(u32, GenState)>,
+    /// Undo records of the last `fork_window` ledgers (a journal, not copies of the state: the
+    /// state holds every live stream, and a copy per ledger costs time and memory).
+    history: VecDeque<LedgerUndo>,
+    /// Changes of the ledger being generated.
+    journal: Vec<Undo>,
     branch: u64,
 }
 
@@ -291,15 +339,10 @@ impl Generator {
             cfg,
             contract,
             rng,
-            state: GenState {
-                streams: BTreeMap::new(),
-                next_id: 0,
-                auto_claims: BTreeMap::new(),
-                offers: BTreeMap::new(),
-                global_paused: false,
-            },
+            state: GenState::default(),
             accounts,
             history: VecDeque::new(),
+            journal: Vec::new(),
             branch: 0,
         }
     }
@@ -333,6 +376,8 @@ impl Generator {
         let now = chain.tip().map_or(self.cfg.first_close_time, |t| {
             t.close_time + self.cfg.ledger_interval
         });
+        let (next_id, global_paused) = (self.state.next_id, self.state.global_paused);
+        self.journal.clear();
         let mut specs = Vec::new();
         for _ in 0..self.cfg.txs_per_ledger {
             if let Some(spec) = self.random_tx(seq, now)? {
@@ -340,7 +385,12 @@ impl Generator {
             }
         }
         chain.push_ledger(now, specs)?;
-        self.history.push_back((seq, self.state.clone()));
+        self.history.push_back(LedgerUndo {
+            seq,
+            next_id,
+            global_paused,
+            changes: std::mem::take(&mut self.journal),
+        });
         while self.history.len() > self.cfg.fork_window + 1 {
             self.history.pop_front();
         }
@@ -359,22 +409,18 @@ impl Generator {
                 self.cfg.fork_window
             )));
         }
-        self.history.retain(|(s, _)| *s <= fork_seq);
-        self.state = match self.history.back() {
-            Some((_, st)) => st.clone(),
-            None if fork_seq < chain.first_seq() => GenState {
-                streams: BTreeMap::new(),
-                next_id: 0,
-                auto_claims: BTreeMap::new(),
-                offers: BTreeMap::new(),
-                global_paused: false,
-            },
-            None => {
-                return Err(SimError::Invalid(
-                    "fork below the generator's history".into(),
-                ))
+        // Every ledger above the fork point must have its undo record.
+        let first_dropped = fork_seq.max(chain.first_seq().saturating_sub(1)) + 1;
+        if first_dropped <= tip && !self.history.iter().any(|u| u.seq == first_dropped) {
+            return Err(SimError::Invalid(
+                "fork below the generator's history".into(),
+            ));
+        }
+        while self.history.back().is_some_and(|u| u.seq > fork_seq) {
+            if let Some(u) = self.history.pop_back() {
+                self.undo(u);
             }
-        };
+        }
         chain.fork_after(fork_seq);
         self.branch += 1;
         self.rng = StdRng::seed_from_u64(self.cfg.seed ^ (self.branch << 32) ^ u64::from(fork_seq));
@@ -382,6 +428,59 @@ impl Generator {
             self.next_ledger(chain)?;
         }
         Ok(())
+    }
+
+    /// Takes the state back to before the ledger of `u`.
+    fn undo(&mut self, u: LedgerUndo) {
+        for c in u.changes.into_iter().rev() {
+            match c {
+                Undo::Stream(id, old) => {
+                    self.state.put_stream(id, old);
+                }
+                Undo::AutoClaim(id, old) => match old {
+                    Some(d) => {
+                        self.state.auto_claims.insert(id, d);
+                    }
+                    None => {
+                        self.set_auto_claim(id, None);
+                    }
+                },
+                Undo::Offer(id, old) => match old {
+                    Some(o) => {
+                        self.state.offers.insert(id, o);
+                    }
+                    None => {
+                        self.state.offers.remove(&id);
+                    }
+                },
+            }
+        }
+        self.state.next_id = u.next_id;
+        self.state.global_paused = u.global_paused;
+    }
+
+    /// Sets (or with `None` removes) a stream, journaled.
+    fn set_stream(&mut self, id: u64, s: Option<StreamModel>) {
+        let old = self.state.put_stream(id, s);
+        self.journal.push(Undo::Stream(id, old));
+    }
+
+    /// Sets (or removes) an auto-claim destination, journaled.
+    fn set_auto_claim(&mut self, id: u64, dest: Option<[u8; 32]>) {
+        let old = match dest {
+            Some(d) => self.state.auto_claims.insert(id, d),
+            None => self.state.auto_claims.remove(&id),
+        };
+        self.journal.push(Undo::AutoClaim(id, old));
+    }
+
+    /// Sets (or removes) an open offer, journaled.
+    fn set_offer(&mut self, id: u64, offer: Option<Offer>) {
+        let old = match offer {
+            Some(o) => self.state.offers.insert(id, o),
+            None => self.state.offers.remove(&id),
+        };
+        self.journal.push(Undo::Offer(id, old));
     }
 
     fn pick_account(&mut self) -> [u8; 32] {
@@ -444,10 +543,9 @@ impl Generator {
         if live == 0 || (live < self.cfg.target_streams && self.rng.gen_bool(0.35)) {
             return self.create(seq, now).map(Some);
         }
-        let ids: Vec<u64> = self.state.streams.keys().copied().collect();
         // A few tries to find an action that is valid for a random stream right now.
         for _ in 0..8 {
-            let id = ids[self.rng.gen_range(0..ids.len())];
+            let id = self.state.ids[self.rng.gen_range(0..self.state.ids.len())];
             let action = self.rng.gen_range(0..22u32);
             if let Some(spec) = self.act(action, id, seq, now)? {
                 return Ok(Some(spec));
@@ -522,7 +620,7 @@ impl Generator {
             StreamKind::CliffSlope => "create_cliff_slope_stream",
         };
         let spec = self.tx(function, vec![], vec![(("created", id), created)], &s)?;
-        self.state.streams.insert(id, s);
+        self.set_stream(id, Some(s));
         Ok(spec)
     }
 
@@ -592,7 +690,7 @@ impl Generator {
         if let Some((&offer_id, &o)) = self.state.offers.iter().next() {
             let (created_at, sender, recipient, deposit, rate, start, cliff, end) = o;
             let _ = created_at;
-            self.state.offers.remove(&offer_id);
+            self.set_offer(offer_id, None);
             if self.rng.gen_bool(0.7) {
                 // accept: start = max(offer start, now), schedule shifted by the same offset
                 let eff = start.max(now);
@@ -621,7 +719,7 @@ impl Generator {
                     ],
                     &s,
                 )?;
-                self.state.streams.insert(offer_id, s);
+                self.set_stream(offer_id, Some(s));
                 return Ok(spec);
             }
             let data = map(vec![
@@ -645,9 +743,9 @@ impl Generator {
         let cliff = start + duration / 4;
         let rate: i128 = self.rng.gen_range(1..10_000_000);
         let deposit = rate * i128::from(duration);
-        self.state.offers.insert(
+        self.set_offer(
             offer_id,
-            (
+            Some((
                 now,
                 sender,
                 recipient,
@@ -656,7 +754,7 @@ impl Generator {
                 start,
                 cliff,
                 start + duration,
-            ),
+            )),
         );
         let data = map(vec![
             ("cliff_time", ScVal::U64(cliff)),
@@ -703,7 +801,7 @@ impl Generator {
             vec![(("created", id), created)],
             &s,
         )?;
-        self.state.streams.insert(id, s);
+        self.set_stream(id, Some(s));
         Ok(spec)
     }
 
@@ -751,7 +849,7 @@ impl Generator {
                 stream_id: id,
                 value: s.to_scval()?,
             });
-            self.state.streams.insert(id, s);
+            self.set_stream(id, Some(s));
         }
         Ok(Some(TxSpec {
             function: "bulk_cancel_streams".into(),
@@ -1069,7 +1167,7 @@ impl Generator {
                     &s,
                 )?;
                 spec.stream_changes = vec![StreamChange::Removed { stream_id: id }];
-                self.state.streams.remove(&id);
+                self.set_stream(id, None);
                 return Ok(Some(spec));
             }
             // auto-claim: set, revoke, trigger (ac_trig + wdraw_to, counted once)
@@ -1080,7 +1178,7 @@ impl Generator {
                 match self.state.auto_claims.get(&id).copied() {
                     None => {
                         let dest = self.pick_account();
-                        self.state.auto_claims.insert(id, dest);
+                        self.set_auto_claim(id, Some(dest));
                         let data = map(vec![
                             ("destination", ScVal::Address(account(dest))),
                             ("stream_id", ScVal::U64(id)),
@@ -1092,7 +1190,7 @@ impl Generator {
                         )?));
                     }
                     Some(_) if action == 14 => {
-                        self.state.auto_claims.remove(&id);
+                        self.set_auto_claim(id, None);
                         let data = map(vec![("stream_id", ScVal::U64(id))])?;
                         return Ok(Some(self.tx_without_entry(
                             "revoke_auto_claim",
@@ -1186,7 +1284,7 @@ impl Generator {
                     vec![(("created", new_id), created), (("cloned", new_id), cloned)],
                     &c,
                 )?;
-                self.state.streams.insert(new_id, c);
+                self.set_stream(new_id, Some(c));
                 return Ok(Some(spec));
             }
             // renew a completed stream (auto-renew opted in, no event for that)
@@ -1225,7 +1323,7 @@ impl Generator {
                         ("old_stream_id", ScVal::U64(id)),
                     ])?,
                 });
-                self.state.streams.insert(new_id, c);
+                self.set_stream(new_id, Some(c));
                 return Ok(Some(spec));
             }
             // delegate part of the recipient's share: parent re-checkpointed, child created
@@ -1294,7 +1392,7 @@ impl Generator {
                     stream_id: child_id,
                     value: child.to_scval()?,
                 });
-                self.state.streams.insert(child_id, child);
+                self.set_stream(child_id, Some(child));
                 spec
             }
             // keeper cancel, 7 days after the end: pays out without raising withdrawn_amount
@@ -1383,7 +1481,7 @@ impl Generator {
                 }
             }
         };
-        self.state.streams.insert(id, s);
+        self.set_stream(id, Some(s));
         Ok(Some(spec))
     }
 }
@@ -1421,8 +1519,9 @@ mod tests {
         let mut topics = std::collections::BTreeSet::new();
         for l in c.ledgers() {
             for t in &l.txs {
-                for e in &t.spec.events {
-                    if let ScVal::Symbol(s) = &e.topics[0] {
+                for e in t.contract_events().unwrap() {
+                    let stellar_xdr::ContractEventBody::V0(body) = &e.body;
+                    if let ScVal::Symbol(s) = &body.topics[0] {
                         topics.insert(s.to_string());
                     }
                 }

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stellar_xdr::{ContractEventBody, Limits, TransactionMeta, WriteXdr};
+use stellar_xdr::{ContractEventBody, Limits, WriteXdr};
 use tokio::sync::{Mutex, RwLock};
 
 use super::chain::{SimChain, SimError, SimLedger, SimTx};
@@ -92,8 +92,16 @@ impl SimState {
             .ledgers()
             .iter()
             .filter(|l| l.seq > fork)
-            .map(|l| (l.close_time, l.txs.iter().map(|t| t.spec.clone()).collect()))
-            .collect();
+            .map(|l| {
+                Ok((
+                    l.close_time,
+                    l.txs
+                        .iter()
+                        .map(SimTx::replay_spec)
+                        .collect::<Result<_, SimError>>()?,
+                ))
+            })
+            .collect::<Result<_, SimError>>()?;
         chain.fork_after(fork);
         for (t, specs) in replay {
             chain.push_ledger(t, specs)?;
@@ -512,7 +520,11 @@ fn get_events(
     'ledgers: for seq in start..end {
         let Some(l) = chain.ledger(seq) else { break };
         for tx in &l.txs {
-            for (index, (op, e)) in contract_events(tx).into_iter().enumerate() {
+            let evs = match contract_events(tx) {
+                Ok(e) => e,
+                Err(e) => return rpc_error(id, -32603, &e.to_string()),
+            };
+            for (index, (op, e)) in evs.into_iter().enumerate() {
                 let eid = event_id(seq, tx.application_order, op, index as u32);
                 if after_id.as_ref().is_some_and(|a| eid <= *a) {
                     continue;
@@ -565,22 +577,10 @@ fn get_events(
     )
 }
 
-/// The contract events of a successful transaction with their operation index.
-fn contract_events(tx: &SimTx) -> Vec<(u32, stellar_xdr::ContractEvent)> {
-    match &tx.meta {
-        TransactionMeta::V3(m) => m
-            .soroban_meta
-            .iter()
-            .flat_map(|s| s.events.iter().map(|e| (0, e.clone())))
-            .collect(),
-        TransactionMeta::V4(m) => m
-            .operations
-            .iter()
-            .enumerate()
-            .flat_map(|(i, op)| op.events.iter().map(move |e| (i as u32, e.clone())))
-            .collect(),
-        _ => Vec::new(),
-    }
+/// The contract events of a successful transaction with their operation index (the simulator's
+/// transactions have one operation).
+fn contract_events(tx: &SimTx) -> Result<Vec<(u32, stellar_xdr::ContractEvent)>, SimError> {
+    Ok(tx.contract_events()?.into_iter().map(|e| (0, e)).collect())
 }
 
 // ------------------------------------------------------------------------------------------
@@ -807,8 +807,8 @@ async fn horizon_ledger_txs(
         .as_deref()
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let source = stellar_strkey::ed25519::PublicKey(match &l.txs.first().map(|t| &t.envelope) {
-        Some(stellar_xdr::TransactionEnvelope::Tx(e)) => match &e.tx.source_account {
+    let source = stellar_strkey::ed25519::PublicKey(match &l.txs.first().map(SimTx::envelope) {
+        Some(Ok(stellar_xdr::TransactionEnvelope::Tx(e))) => match &e.tx.source_account {
             stellar_xdr::MuxedAccount::Ed25519(k) => k.0,
             stellar_xdr::MuxedAccount::MuxedEd25519(m) => m.ed25519.0,
         },
@@ -826,6 +826,27 @@ async fn horizon_ledger_txs(
         if records.len() >= limit {
             break;
         }
+        let xdr = t.result_b64().and_then(|r| {
+            Ok((
+                r,
+                if without_meta {
+                    None
+                } else {
+                    Some(t.meta_b64()?)
+                },
+            ))
+        });
+        let (result_b64, meta_b64) = match xdr {
+            Ok(x) => x,
+            Err(e) => {
+                return problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "Internal Server Error",
+                    &e.to_string(),
+                )
+            }
+        };
         let mut r = json!({
             "id": hex::encode(t.hash),
             "paging_token": paging.to_string(),
@@ -838,8 +859,8 @@ async fn horizon_ledger_txs(
             "fee_charged": "100000",
             "max_fee": "1000000",
             "operation_count": 1,
-            "envelope_xdr": t.envelope_b64,
-            "result_xdr": t.result_b64,
+            "envelope_xdr": t.envelope_b64(),
+            "result_xdr": result_b64,
             "fee_meta_xdr": "AAAAAA==",
             "memo_type": "none",
             "signatures": [],
@@ -848,7 +869,7 @@ async fn horizon_ledger_txs(
             r["result_meta_xdr"] = Value::String(if malformed && records.is_empty() {
                 MALFORMED_XDR.to_string()
             } else {
-                t.meta_b64.clone()
+                meta_b64.unwrap_or_default()
             });
         }
         records.push(r);

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::http::SimState;
 use crate::chain::http::{BreakerState, SourceHealth};
-use crate::chain::meta::{bundle_from_lcm, network_id};
+use crate::chain::meta::{bundle_from_lcm_xdr, network_id, XdrLimits};
 use crate::chain::{ChainError, ContractFilter, LedgerBundle, LedgerSource, TipInfo};
 
 /// An in-process source over a simulator's state.
@@ -66,10 +66,12 @@ impl LedgerSource for SimSource {
         while seq <= tip && out.len() < limit as usize {
             let Some(l) = chain.ledger(seq) else { break };
             let lcm = chain
-                .close_meta(l)
+                .close_meta_xdr(l)
                 .map_err(|e| ChainError::Invalid(e.to_string()))?;
-            out.push(bundle_from_lcm(
+            out.push(bundle_from_lcm_xdr(
                 &lcm,
+                &format!("simulated ledger {seq}"),
+                XdrLimits::default(),
                 &net,
                 &self.filter,
                 Some(&l.hash_hex()),

@@ -129,9 +129,7 @@ impl StreamVersion {
             recipient: state.recipient.clone(),
             status: status_label(state).to_string(),
             verified: state.verification.verified,
-            state: serde_json::to_string(state).map_err(|e| {
-                StoreError::InvalidBatch(format!("stream {}: {e}", state.stream_id))
-            })?,
+            state: state_json(state)?,
         })
     }
 
@@ -139,6 +137,11 @@ impl StreamVersion {
     pub fn decode(&self) -> Result<StreamState, StoreError> {
         decode_state(&self.state)
     }
+}
+
+/// The JSON of a folded state, as the store keeps it.
+fn state_json(state: &StreamState) -> Result<String, StoreError> {
+    Ok(crate::projection::json::state_json(state))
 }
 
 /// The status clients see: `closed` once the storage was reclaimed, else the contract's status.
