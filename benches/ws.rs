@@ -1,8 +1,10 @@
 //! WebSocket fan-out: 1,000 and 10,000 subscribers on loopback, events at a fixed rate.
 //!
 //! The server process runs what `fluxora serve` runs: a simulated network's ledgers are closed at
-//! a fixed cadence (2 per second, `FLUXORA_BENCH_LEDGERS_PER_SEC`; Stellar closes one about every
-//! 5 s) and ingested by the real [`Ingestor`] into a fresh SQLite
+//! a fixed cadence (4 per second, `FLUXORA_BENCH_LEDGERS_PER_SEC`; Stellar closes one about every
+//! 5 s): the event rate is fixed, and the cadence sets how many frames each commit bursts out
+//! (about 3 events × 10,000 subscribers at 4 a second; at 2 a second, twice that, and the last
+//! subscriber of a burst waits about twice as long) and ingested by the real [`Ingestor`] into a fresh SQLite
 //! store; the hub fans every committed event out to every subscriber (each holds an all-streams
 //! subscription, the worst case of fan-out). The subscribers are real `tokio-tungstenite`
 //! clients in a child process (this same binary re-executed), so that each process stays within
@@ -403,7 +405,7 @@ async fn run(n: u64, secs: u64, target_msgs: u64) -> Result<String, String> {
     let url = DatabaseUrl::Sqlite(format!("sqlite://{}/ws.db", dir.path().display()));
     let store: Arc<dyn Store> = Arc::from(store::open(&url).await.map_err(|e| e.to_string())?);
     // `rate` ledgers a second carrying about target/n events a second in all.
-    let rate = env_u64("FLUXORA_BENCH_LEDGERS_PER_SEC", 2).max(1);
+    let rate = env_u64("FLUXORA_BENCH_LEDGERS_PER_SEC", 4).max(1);
     let per_ledger = (target_msgs as f64 / n as f64 / rate as f64).max(0.5);
     let txs = ((per_ledger / 1.1).round() as u32).max(1);
     let mut gen = Generator::new(GenConfig {
