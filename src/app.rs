@@ -457,6 +457,9 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
             g.next_ledger(&mut chain)?;
         }
     }
+    // The ledger the indexer has reached, so that the network's forks reach back to it (a fork
+    // of ledgers the indexer has not read yet would be invisible to it).
+    let (observed_tx, observed_rx) = watch::channel(None::<u32>);
     let net = tokio::spawn(live::run(
         state.clone(),
         g,
@@ -465,6 +468,9 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
             max_ledgers: None,
             fork_every: (opts.fork_every > 0).then_some(opts.fork_every),
             fork_depth: 3,
+            observed: Some(observed_rx),
+            // Below the demo's finality depth (16): a fork never reaches a final ledger.
+            max_fork_depth: 12,
         },
         stop_rx.clone(),
     ));
@@ -498,6 +504,18 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
             ..Default::default()
         },
     );
+    let observer = {
+        let mut status = ingestor.status();
+        tokio::spawn(async move {
+            loop {
+                let ledger = status.borrow_and_update().ledger;
+                observed_tx.send_replace(ledger);
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
     spawn_signal_handler(stop_tx.clone());
     let (generation, generation_rx) = watch::channel(0u64);
     let follower = api::cache::follow_notices(ingestor.notices(), generation);
@@ -567,6 +585,7 @@ pub async fn demo(opts: DemoOptions) -> Result<(), AppError> {
     let _ = net.await;
     status.abort();
     follower.abort();
+    observer.abort();
     stop_api(server).await;
     stop_dispatcher(dispatch, wh.attempt_timeout + Duration::from_secs(5)).await;
     sim.stop().await;

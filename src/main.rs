@@ -168,6 +168,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<bool> {
                         max_ledgers: None,
                         fork_every: (fork_every > 0).then_some(fork_every),
                         fork_depth,
+                        observed: None,
+                        max_fork_depth: fork_depth,
                     };
                     // At least one ledger first, so the network has a tip when clients arrive.
                     let mut g = g;
