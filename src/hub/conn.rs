@@ -10,13 +10,13 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::protocol::{
     self, codes, ClientMessage, Filter, ProtoError, Replay, Resume, Subscribe, CLOSE_PING_TIMEOUT,
     CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, MAX_CLIENT_MESSAGE_BYTES, RATE_LIMIT_MESSAGES,
-    RATE_WINDOW, REASON_PING_TIMEOUT, REASON_SHUTDOWN, REASON_SLOW_CONSUMER,
+    RATE_WINDOW, REASON_PING_TIMEOUT, REASON_SLOW_CONSUMER,
 };
 use super::render::{self, batch_frame, LiveEvent};
 use super::{ConnId, Hub, Kill, Out, Pending, Registry, Slot, Sub};
@@ -137,14 +137,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, slot: Slot, creds: Credenti
         batch_window: hub.cfg.batch_window,
         batch_max: hub.cfg.batch_max.max(1),
     };
-    let mut writer = tokio::spawn(writer(
-        sink,
-        rx,
-        kill.clone(),
-        missed.clone(),
-        wcfg,
-        hub.shutdown.clone(),
-    ));
+    let mut writer = tokio::spawn(writer(sink, rx, kill.clone(), missed.clone(), wcfg));
     let mut writer_done = false;
     let mut conn = Conn {
         hub: hub.clone(),
@@ -846,25 +839,19 @@ async fn writer(
     kill: Arc<Kill>,
     missed: Arc<AtomicU32>,
     cfg: WriterCfg,
-    mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping, cfg.ping);
     let mut batches: Vec<(Option<u64>, Batch)> = Vec::new();
-    // Created once: a fresh future per message would re-register with shared notifiers.
-    let killed = kill.notify.notified();
+    // Slow-consumer and shutdown closes both arrive through `kill` (see `Kill`).
+    let killed = kill.fired();
     tokio::pin!(killed);
-    let stopping = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
-    tokio::pin!(stopping);
     let mut out: Vec<Message> = Vec::new();
     let close: Option<(u16, &'static str)> = 'run: loop {
         let due = batches.iter().map(|(_, b)| b.due).min();
         out.clear();
         tokio::select! {
             biased;
-            _ = &mut killed => break kill.reason(),
-            _ = &mut stopping => break Some((CLOSE_SHUTDOWN, REASON_SHUTDOWN)),
+            r = &mut killed => break Some(r),
             _ = ping.tick() => {
                 if missed.fetch_add(1, Ordering::AcqRel) >= 2 {
                     break Some((CLOSE_PING_TIMEOUT, REASON_PING_TIMEOUT));
@@ -919,8 +906,7 @@ async fn writer(
         };
         tokio::select! {
             biased;
-            _ = &mut killed => break 'run kill.reason(),
-            _ = &mut stopping => break 'run Some((CLOSE_SHUTDOWN, REASON_SHUTDOWN)),
+            r = &mut killed => break 'run Some(r),
             r = write => if r.is_err() { break 'run None },
         }
     };
