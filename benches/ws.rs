@@ -6,8 +6,9 @@
 //! (about 3 events × 10,000 subscribers at 4 a second; at 2 a second, twice that, and the last
 //! subscriber of a burst waits about twice as long) and ingested by the real [`Ingestor`] into a fresh SQLite
 //! store; the hub fans every committed event out to every subscriber (each holds an all-streams
-//! subscription, the worst case of fan-out). The subscribers are real `tokio-tungstenite`
-//! clients in a child process (this same binary re-executed), so that each process stays within
+//! subscription, the worst case of fan-out). The subscribers are minimal RFC 6455 clients
+//! ([`LeanClient`]) on one thread in a child process (this same binary re-executed), so that each
+//! process stays within
 //! its open-file limit and `rss_mb` is the server's alone. The ingest rate is chosen so that
 //! about 120,000 messages a second are due (`FLUXORA_BENCH_MSGS` to change).
 //!
