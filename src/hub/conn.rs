@@ -880,11 +880,11 @@ async fn writer(
                             out.push(Message::Text(t));
                         }
                         Out::Event { ev, batch } => {
-                            add_event(ev, batch, &mut batches, &mut out, &cfg);
+                            add_event(&ev, batch, &mut batches, &mut out, &cfg);
                         }
                         Out::Page { events, batch } => {
                             for ev in events.iter() {
-                                add_event(ev.clone(), batch, &mut batches, &mut out, &cfg);
+                                add_event(ev, batch, &mut batches, &mut out, &cfg);
                             }
                         }
                     }
@@ -930,7 +930,7 @@ async fn writer(
 
 /// Queues an event's frame, or adds it to its stream's batch (flushed when full).
 fn add_event(
-    ev: Arc<LiveEvent>,
+    ev: &Arc<LiveEvent>,
     batch: bool,
     batches: &mut Vec<(Option<u64>, Batch)>,
     out: &mut Vec<Message>,
@@ -944,7 +944,7 @@ fn add_event(
     let key = ev.stream_id;
     match batches.iter_mut().position(|(k, _)| *k == key) {
         Some(i) => {
-            batches[i].1.events.push(ev);
+            batches[i].1.events.push(ev.clone());
             if batches[i].1.events.len() >= cfg.batch_max {
                 let (_, b) = batches.remove(i);
                 out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
@@ -952,7 +952,7 @@ fn add_event(
         }
         None => {
             let b = Batch {
-                events: vec![ev],
+                events: vec![ev.clone()],
                 due: Instant::now() + cfg.batch_window,
             };
             if cfg.batch_max <= 1 {
