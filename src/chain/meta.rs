@@ -346,26 +346,17 @@ pub fn raw_event(
     data: &stellar_xdr::ScVal,
     function: Option<&str>,
 ) -> RawContractEvent {
-    let decoded = ContractEvent::decode(topics, data);
-    let topic = topics
-        .first()
-        .and_then(crate::contract::scval::as_symbol)
-        .map(|s| String::from_utf8_lossy(s).into_owned());
-    RawContractEvent {
-        event_id: event_id(ctx.ledger, ctx.application_order, op_index, event_index),
-        ledger: ctx.ledger,
-        tx_hash: ctx.tx_hash.to_string(),
-        application_order: ctx.application_order,
+    build_raw_event(
+        ctx,
         op_index,
         event_index,
         contract_id,
-        topic,
-        stream_id: decoded.stream_id(),
-        topics_xdr: topics.iter().map(xdr_b64).collect(),
-        data_xdr: xdr_b64(data),
-        decoded,
-        function: function.map(str::to_string),
-    }
+        topics,
+        data,
+        topics.iter().map(xdr_b64).collect(),
+        xdr_b64(data),
+        function,
+    )
 }
 
 /// [`raw_event`] with the topics' and data's base64 XDR already at hand, logging an
@@ -383,12 +374,39 @@ pub(crate) fn raw_event_with_xdr(
     function: Option<&str>,
     filter: &ContractFilter,
 ) -> RawContractEvent {
+    let raw = build_raw_event(
+        ctx,
+        op_index,
+        event_index,
+        contract_id,
+        topics,
+        data,
+        topics_xdr,
+        data_xdr,
+        function,
+    );
+    warn_unrecognized(ctx, &raw, filter);
+    raw
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_raw_event(
+    ctx: TxContext<'_>,
+    op_index: u32,
+    event_index: u32,
+    contract_id: String,
+    topics: &[stellar_xdr::ScVal],
+    data: &stellar_xdr::ScVal,
+    topics_xdr: Vec<String>,
+    data_xdr: String,
+    function: Option<&str>,
+) -> RawContractEvent {
     let decoded = ContractEvent::decode(topics, data);
     let topic = topics
         .first()
         .and_then(crate::contract::scval::as_symbol)
         .map(|s| String::from_utf8_lossy(s).into_owned());
-    let raw = RawContractEvent {
+    RawContractEvent {
         event_id: event_id(ctx.ledger, ctx.application_order, op_index, event_index),
         ledger: ctx.ledger,
         tx_hash: ctx.tx_hash.to_string(),
@@ -402,9 +420,7 @@ pub(crate) fn raw_event_with_xdr(
         data_xdr,
         decoded,
         function: function.map(str::to_string),
-    };
-    warn_unrecognized(ctx, &raw, filter);
-    raw
+    }
 }
 
 fn warn_unrecognized(ctx: TxContext<'_>, raw: &RawContractEvent, filter: &ContractFilter) {
@@ -478,8 +494,20 @@ pub fn tx_bundle(
     let function = inv.as_ref().map(|i| i.function.as_str());
     let events = contract_events(ctx, meta, filter, function);
     let changes = stream_changes(meta, filter);
+    assemble(ctx, inv, filter, events, changes)
+}
+
+/// A transaction's bundle from its invocation, events and `Stream` changes (however they were
+/// decoded), or `None` when it does not concern the filtered contract.
+pub(crate) fn assemble(
+    ctx: TxContext<'_>,
+    inv: Option<Invocation>,
+    filter: &ContractFilter,
+    events: Vec<RawContractEvent>,
+    stream_changes: Vec<StreamEntryChange>,
+) -> Option<TxBundle> {
     let invoked_ours = inv.as_ref().is_some_and(|i| i.ours(filter));
-    if events.is_empty() && changes.is_empty() && !invoked_ours {
+    if events.is_empty() && stream_changes.is_empty() && !invoked_ours {
         return None;
     }
     let (invoked_contract, function, args_xdr) = match inv {
@@ -493,7 +521,7 @@ pub fn tx_bundle(
         invoked_contract,
         args_xdr,
         events,
-        stream_changes: changes,
+        stream_changes,
     })
 }
 

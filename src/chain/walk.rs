@@ -505,23 +505,7 @@ fn tx_bundle(
             })
         })
         .collect();
-    let invoked_ours = envelope.is_some() && inv.as_ref().is_some_and(|i| i.ours(filter));
-    if events.is_empty() && stream_changes.is_empty() && !invoked_ours {
-        return None;
-    }
-    let (invoked_contract, function, args_xdr) = match inv {
-        Some(i) => (Some(i.contract), Some(i.function), i.args_xdr),
-        None => (None, None, Vec::new()),
-    };
-    Some(TxBundle {
-        tx_hash: ctx.tx_hash.to_string(),
-        application_order: ctx.application_order,
-        function,
-        invoked_contract,
-        args_xdr,
-        events,
-        stream_changes,
-    })
+    super::meta::assemble(ctx, inv, filter, events, stream_changes)
 }
 
 /// Base64 of a value's XDR: its raw bytes, which are the canonical encoding unless the value

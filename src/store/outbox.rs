@@ -385,6 +385,51 @@ pub(crate) fn parse_list(s: &str, what: &str) -> Result<Vec<String>, StoreError>
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("webhook {what}: {e}")))
 }
 
+/// The enabled endpoints' routing columns, read in the append transaction by either store.
+pub(crate) const ROUTE_ENDPOINTS_SQL: &str =
+    "SELECT id, event_types, stream_ids, addresses FROM webhook_endpoints WHERE enabled";
+
+/// One row of [`ROUTE_ENDPOINTS_SQL`], from either store.
+pub(crate) fn route_endpoint<'r, R>(r: &'r R) -> Result<RouteEndpoint, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(RouteEndpoint {
+        id: r.try_get(0)?,
+        filter: EndpointFilter {
+            event_types: parse_list(r.try_get(1)?, "event_types")?,
+            stream_ids: parse_list(r.try_get(2)?, "stream_ids")?,
+            addresses: parse_list(r.try_get(3)?, "addresses")?,
+        },
+    })
+}
+
+/// The (endpoint, stream) lines inserted replay and ping rows join (those about a stream).
+pub(crate) fn new_delivery_lines(rows: &[NewDelivery]) -> super::sqlite_outbox::Lines {
+    rows.iter()
+        .filter_map(|r| {
+            r.stream_id
+                .map(|s| (r.endpoint_id.clone(), super::stream_key(s)))
+        })
+        .collect()
+}
+
+/// The (endpoint, stream) lines the routed rows join, whose heads must be set.
+pub(crate) fn routed_lines(routed: &[RoutedRow<'_>]) -> super::sqlite_outbox::Lines {
+    routed
+        .iter()
+        .map(|r| {
+            (
+                r.endpoint_id.to_string(),
+                super::stream_key(r.event.stream_id),
+            )
+        })
+        .collect()
+}
+
 /// Builds the routing view of a batch's fresh events: `(position, event)` with the parties from
 /// the batch's versions, or from `lookup` for streams the batch did not change. Events with no
 /// type, no stream, or no stream state are not routed.

@@ -59,26 +59,15 @@ pub(super) async fn enqueue(
     if fresh.is_empty() {
         return Ok(0);
     }
-    let rows = sqlx::query(
-        "SELECT id, event_types, stream_ids, addresses FROM webhook_endpoints WHERE enabled",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = sqlx::query(ROUTE_ENDPOINTS_SQL)
+        .fetch_all(&mut **tx)
+        .await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let endpoints = rows
         .iter()
-        .map(|r| {
-            Ok(RouteEndpoint {
-                id: r.try_get(0)?,
-                filter: EndpointFilter {
-                    event_types: parse_list(r.try_get(1)?, "event_types")?,
-                    stream_ids: parse_list(r.try_get(2)?, "stream_ids")?,
-                    addresses: parse_list(r.try_get(3)?, "addresses")?,
-                },
-            })
-        })
+        .map(route_endpoint)
         .collect::<Result<Vec<_>, StoreError>>()?;
     let mut stored = HashMap::new();
     for chunk in streams_to_look_up(fresh, versions).chunks(CHUNK) {
@@ -120,11 +109,7 @@ pub(super) async fn enqueue(
         });
         qb.build().execute(&mut **tx).await?;
     }
-    let lines: Lines = routed
-        .iter()
-        .map(|r| (r.endpoint_id.to_string(), stream_key(r.event.stream_id)))
-        .collect();
-    ensure_heads(tx, &lines).await?;
+    ensure_heads(tx, &routed_lines(&routed)).await?;
     Ok(routed.len())
 }
 
@@ -562,11 +547,7 @@ impl WebhookStore for SqliteWebhooks {
             });
             qb.build().execute(&mut *tx).await?;
         }
-        let lines: Lines = rows
-            .iter()
-            .filter_map(|r| r.stream_id.map(|s| (r.endpoint_id.clone(), stream_key(s))))
-            .collect();
-        ensure_heads(&mut tx, &lines).await?;
+        ensure_heads(&mut tx, &new_delivery_lines(rows)).await?;
         tx.commit().await?;
         Ok(())
     }
