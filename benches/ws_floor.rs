@@ -13,7 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+#[path = "common/stamp.rs"]
+mod stamp;
 
 const CHILD: &str = "FLUXORA_FLOOR_CHILD";
 
@@ -52,38 +55,53 @@ fn main() {
 async fn receivers(addr: String, n: usize, size: usize) {
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         s.set_nodelay(true).unwrap();
+        let fd = stamp::enable(&s).unwrap();
         tasks.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; size * 8];
-            let mut have = 0usize;
+            let mut buf: Vec<u8> = Vec::with_capacity(size * 8);
+            // (kernel, application) latencies.
             let mut lat = Vec::new();
             loop {
-                let r = s.read(&mut buf[have..]).await.unwrap_or(0);
+                buf.reserve(size * 2);
+                let (r, kernel_us) = stamp::read(&s, fd, &mut buf).await.unwrap_or((0, None));
                 if r == 0 {
                     break;
                 }
-                have += r;
-                while have >= size {
-                    let sent = u64::from_le_bytes(buf[0..8].try_into().unwrap());
-                    lat.push(now_us().saturating_sub(sent));
-                    buf.copy_within(size..have, 0);
-                    have -= size;
+                let app = now_us();
+                let kernel = kernel_us.unwrap_or(app);
+                let mut at = 0;
+                while buf.len() - at >= size {
+                    let sent = u64::from_le_bytes(buf[at..at + 8].try_into().unwrap());
+                    lat.push((kernel.saturating_sub(sent), app.saturating_sub(sent)));
+                    at += size;
                 }
+                buf.drain(..at);
             }
             lat
         }));
     }
-    let mut lat = Vec::new();
+    let (mut lat, mut app) = (Vec::new(), Vec::new());
     for t in tasks {
-        lat.extend(t.await.unwrap());
+        for (k, a) in t.await.unwrap() {
+            lat.push(k);
+            app.push(a);
+        }
     }
     lat.sort_unstable();
-    let pct = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+    app.sort_unstable();
+    let pct = |v: &[u64], q: f64| {
+        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
             .map_or(0.0, |v| *v as f64 / 1000.0)
     };
-    println!("{} {:.1} {:.1}", lat.len(), pct(0.50), pct(0.99));
+    println!(
+        "{} {:.1} {:.1} {:.1} {:.1}",
+        lat.len(),
+        pct(&lat, 0.50),
+        pct(&lat, 0.99),
+        pct(&app, 0.50),
+        pct(&app, 0.99)
+    );
 }
 
 async fn sender(n: usize, size: usize) {
@@ -160,15 +178,17 @@ async fn sender(n: usize, size: usize) {
     let out = child.wait_with_output().await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let f: Vec<&str> = text.split_whitespace().collect();
-    if f.len() != 3 {
+    if f.len() != 5 {
         eprintln!("ws_floor: the receivers printed {text:?}");
         std::process::exit(1);
     }
     println!(
-        "ws_floor subscribers={n} bytes={size} mode={} p50_ms={} p99_ms={} (messages={})",
+        "ws_floor subscribers={n} bytes={size} mode={} p50_ms={} p99_ms={} app_p50_ms={} app_p99_ms={} (messages={})",
         if direct { "direct" } else { "tasks" },
         f[1],
         f[2],
+        f[3],
+        f[4],
         f[0]
     );
 }

@@ -1082,3 +1082,96 @@ async fn a_resume_older_than_the_window_is_stale() {
     assert_eq!(positions(&frames), ((last - 4)..=last).collect::<Vec<_>>());
     assert_eq!(frames.last().unwrap()["replayed"], 5);
 }
+
+#[tokio::test]
+async fn client_pings_get_pongs_and_a_client_close_is_answered() {
+    let env = Env::new(HubConfig::default()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(env.url()).await.unwrap();
+    // Protocol pings (not the JSON one): tungstenite answers them through the hub's writer.
+    for i in 0..3u8 {
+        ws.send(Message::Ping(vec![i, 42].into())).await.unwrap();
+        let pong = loop {
+            match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+                Some(Ok(Message::Pong(p))) => break p,
+                Some(Ok(_)) => {}
+                other => panic!("no pong: {other:?}"),
+            }
+        };
+        assert_eq!(pong.as_ref(), &[i, 42]);
+    }
+    // The JSON protocol still answers between them.
+    ws.send(Message::Text(r#"{"type":"ping"}"#.into()))
+        .await
+        .unwrap();
+    let text = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) => break t,
+            Some(Ok(_)) => {}
+            other => panic!("no pong message: {other:?}"),
+        }
+    };
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["type"], "pong");
+    // A close from the client gets one close back, then the connection ends and frees its slot.
+    ws.close(None).await.unwrap();
+    let mut closes = 0;
+    while let Ok(Some(m)) = tokio::time::timeout(WAIT, ws.next()).await {
+        match m {
+            Ok(Message::Close(_)) => closes += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(closes, 1, "one close frame back");
+    for _ in 0..50 {
+        if env.hub.connections() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.hub.connections(), 0);
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_a_websocket_upgrade_is_told_what_is_missing() {
+    let env = Env::new(HubConfig::default()).await;
+    let base = format!("http://{}/ws/streams", env.addr);
+    let http = reqwest::Client::new();
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "Connection header must include 'upgrade'"),
+        (
+            &[("connection", "keep-alive, Upgrade"), ("upgrade", "h2c")],
+            "Upgrade header must be 'websocket'",
+        ),
+        (
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "8"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+            "Sec-WebSocket-Version header must be 13",
+        ),
+        (
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "WebSocket"),
+                ("sec-websocket-version", "13"),
+            ],
+            "Sec-WebSocket-Key header is missing",
+        ),
+    ];
+    for (headers, expect) in cases {
+        let mut req = http.get(&base);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 400, "{headers:?}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(expect), "{msg}");
+    }
+    assert_eq!(env.hub.connections(), 0);
+}

@@ -3,9 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -14,10 +13,7 @@ use super::{ApiContext, ApiError};
 use crate::hub::conn::{self, Credentials};
 use crate::hub::Refused;
 
-/// Largest WebSocket message the server reads at all; between the protocol's 4096 bytes and
-/// this, a message is answered with `PAYLOAD_TOO_LARGE` and the socket stays open; beyond it the
-/// connection is closed with 1009.
-pub const MAX_WS_READ: usize = 64 * 1024;
+pub use crate::hub::conn::MAX_WS_READ;
 
 pub fn routes() -> Router<ApiContext> {
     Router::new().route("/ws/streams", get(upgrade))
@@ -54,8 +50,8 @@ async fn upgrade(State(ctx): State<ApiContext>, req: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let creds = credentials(&parts);
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &ctx).await {
-        Ok(ws) => ws,
+    let accept = match handshake(&mut parts) {
+        Ok(h) => h,
         Err(e) => {
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -88,9 +84,65 @@ async fn upgrade(State(ctx): State<ApiContext>, req: Request) -> Response {
             return ApiError::unavailable("the server is shutting down").into_response()
         }
     };
-    // Client messages are small: a small read buffer keeps idle connections cheap.
-    ws.max_message_size(MAX_WS_READ)
-        .max_frame_size(MAX_WS_READ)
-        .read_buffer_size(4096)
-        .on_upgrade(move |socket| conn::serve(hub, socket, slot, creds))
+    let (on_upgrade, key) = accept;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => conn::serve(hub, upgraded, slot, creds).await,
+            Err(e) => tracing::debug!(error = %e, "ws upgrade did not complete"),
+        }
+    });
+    let mut res = Response::new(axum::body::Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// Does the header hold this token (comma-separated, any case)?
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Checks an RFC 6455 opening handshake (HTTP/1.1 only) and takes the connection's upgrade:
+/// the future of the upgraded socket and the `Sec-WebSocket-Accept` value. The socket is kept as
+/// it is (no framing layer on the write side, see `hub::wire`).
+fn handshake(
+    parts: &mut axum::http::request::Parts,
+) -> Result<(hyper::upgrade::OnUpgrade, String), &'static str> {
+    if parts.version != Version::HTTP_11 {
+        return Err("WebSocket upgrades are served over HTTP/1.1");
+    }
+    if parts.method != Method::GET {
+        return Err("the request method must be GET");
+    }
+    if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
+        return Err("the Connection header must include 'upgrade'");
+    }
+    if !has_token(&parts.headers, header::UPGRADE, "websocket") {
+        return Err("the Upgrade header must be 'websocket'");
+    }
+    if parts
+        .headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err("the Sec-WebSocket-Version header must be 13");
+    }
+    let key = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or("the Sec-WebSocket-Key header is missing")?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = parts
+        .extensions
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or("this connection cannot be upgraded")?;
+    Ok((on_upgrade, accept))
 }

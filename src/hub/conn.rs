@@ -6,12 +6,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::stream::SplitSink;
-use futures::{SinkExt, StreamExt};
+use axum::extract::ws::Utf8Bytes;
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use tokio::io::WriteHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 use super::protocol::{
     self, codes, ClientMessage, Filter, ProtoError, Replay, Resume, Subscribe, CLOSE_PING_TIMEOUT,
@@ -19,6 +23,7 @@ use super::protocol::{
     RATE_WINDOW, REASON_PING_TIMEOUT, REASON_SLOW_CONSUMER,
 };
 use super::render::{self, batch_frame, LiveEvent};
+use super::wire::{self, Outbox, ReadSide};
 use super::{ConnId, Hub, Kill, Out, Pending, Registry, Slot, Sub};
 use crate::store::{Position, StoreError};
 
@@ -125,10 +130,38 @@ struct WriterCfg {
     batch_max: usize,
 }
 
+/// The socket of an upgraded connection.
+type Socket = TokioIo<hyper::upgrade::Upgraded>;
+
+/// Largest WebSocket message the server reads at all; between the protocol's 4096 bytes and
+/// this, a message is answered with `PAYLOAD_TOO_LARGE` and the socket stays open; beyond it the
+/// connection is closed with 1009.
+pub const MAX_WS_READ: usize = 64 * 1024;
+
 /// Serves one upgraded connection until it closes.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket, slot: Slot, creds: Credentials) {
-    let (sink, mut stream) = socket.split();
+pub async fn serve(
+    hub: Arc<Hub>,
+    upgraded: hyper::upgrade::Upgraded,
+    slot: Slot,
+    creds: Credentials,
+) {
+    let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
     let (tx, rx) = mpsc::channel(hub.cfg.send_queue.max(16));
+    // Client messages are small: a small read buffer keeps idle connections cheap.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_WS_READ))
+        .max_frame_size(Some(MAX_WS_READ))
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let mut stream = WebSocketStream::from_raw_socket(
+        ReadSide {
+            rd,
+            ctl: tx.clone(),
+        },
+        Role::Server,
+        Some(config),
+    )
+    .await;
     let kill = Arc::new(Kill::default());
     let id = hub.register(tx.clone(), kill.clone());
     let missed = Arc::new(AtomicU32::new(0));
@@ -137,7 +170,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, slot: Slot, creds: Credenti
         batch_window: hub.cfg.batch_window,
         batch_max: hub.cfg.batch_max.max(1),
     };
-    let mut writer = tokio::spawn(writer(sink, rx, kill.clone(), missed.clone(), wcfg));
+    let mut writer = tokio::spawn(writer(wr, rx, kill.clone(), missed.clone(), wcfg));
     let mut writer_done = false;
     let mut conn = Conn {
         hub: hub.clone(),
@@ -153,7 +186,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, slot: Slot, creds: Credenti
             msg = stream.next() => match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
                 Some(Ok(Message::Pong(_))) => missed.store(0, Ordering::Release),
-                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Binary(b))) => {
                     if conn.admit_message() {
                         conn.error(
@@ -199,6 +232,9 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, slot: Slot, creds: Credenti
         })
         .await;
     } else {
+        // The reader holds a sender of the queue (for tungstenite's own frames): dropped, the
+        // queue closes and the writer sends its close frame and ends.
+        drop(stream);
         let _ = tokio::time::timeout(Duration::from_secs(12), &mut writer).await;
         writer.abort();
     }
@@ -832,9 +868,10 @@ struct Batch {
     due: Instant,
 }
 
-/// Drains the queue into the socket; batches, pings, and closes with a code and reason.
+/// Drains the queue into the socket; batches, pings, and closes with a code and reason. The only
+/// task that writes to the socket (tungstenite's own frames come through the queue too).
 async fn writer(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut io: WriteHalf<Socket>,
     mut rx: mpsc::Receiver<Out>,
     kill: Arc<Kill>,
     missed: Arc<AtomicU32>,
@@ -845,10 +882,11 @@ async fn writer(
     // Slow-consumer and shutdown closes both arrive through `kill` (see `Kill`).
     let killed = kill.fired();
     tokio::pin!(killed);
-    let mut out: Vec<Message> = Vec::new();
+    let mut out = Outbox::default();
+    // tungstenite answered the client's close: no second close frame.
+    let mut close_sent = false;
     let close: Option<(u16, &'static str)> = 'run: loop {
         let due = batches.iter().map(|(_, b)| b.due).min();
-        out.clear();
         tokio::select! {
             biased;
             r = &mut killed => break Some(r),
@@ -856,13 +894,13 @@ async fn writer(
                 if missed.fetch_add(1, Ordering::AcqRel) >= 2 {
                     break Some((CLOSE_PING_TIMEOUT, REASON_PING_TIMEOUT));
                 }
-                out.push(Message::Ping(Default::default()));
+                out.push(wire::ping());
             }
             _ = async { tokio::time::sleep_until(due.unwrap_or_else(Instant::now)).await }, if due.is_some() => {
                 let now = Instant::now();
                 batches.retain_mut(|(_, b)| {
                     if b.due <= now {
-                        out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+                        out.push(wire::text(&batch_frame(&b.events)));
                         false
                     } else {
                         true
@@ -877,14 +915,24 @@ async fn writer(
                     match o {
                         Out::Text(t) => {
                             flush_all(&mut batches, &mut out);
-                            out.push(Message::Text(t));
+                            out.push(wire::text(t.as_str()));
+                        }
+                        Out::Raw(b) => {
+                            close_sent |= wire::is_close(&b);
+                            out.push(b);
                         }
                         Out::Event { ev, batch } => {
                             add_event(&ev, batch, &mut batches, &mut out, &cfg);
                         }
-                        Out::Page { events, batch } => {
-                            for ev in events.iter() {
-                                add_event(ev, batch, &mut batches, &mut out, &cfg);
+                        Out::Page { events, wire, batch } => {
+                            if batch {
+                                for ev in events.iter() {
+                                    add_event(ev, batch, &mut batches, &mut out, &cfg);
+                                }
+                            } else {
+                                // The page's frames, shared by every connection: no copy.
+                                flush_all(&mut batches, &mut out);
+                                out.push(wire);
                             }
                         }
                     }
@@ -895,36 +943,26 @@ async fn writer(
                 }
             }
         }
-        if out.is_empty() {
-            continue;
-        }
-        let write = async {
-            for m in out.drain(..) {
-                sink.feed(m).await?;
+        while !out.is_empty() {
+            tokio::select! {
+                biased;
+                r = &mut killed => break 'run Some(r),
+                r = out.write_some(&mut io) => if r.is_err() { break 'run None },
             }
-            sink.flush().await
-        };
-        tokio::select! {
-            biased;
-            r = &mut killed => break 'run Some(r),
-            r = write => if r.is_err() { break 'run None },
+        }
+        if close_sent {
+            break None;
         }
     };
     if let Some((code, reason)) = close {
         if code == CLOSE_SLOW_CONSUMER {
             metrics::counter!("fluxora_ws_slow_consumers_total").increment(1);
         }
-        let frame = Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        }));
-        // A consumer that is merely slow still gets the reason once it drains its backlog.
+        // A consumer that is merely slow still gets the reason once it drains its backlog (what
+        // is half written goes first: frames stay whole).
+        out.push(wire::close(code, reason));
         let wait = if code == CLOSE_SHUTDOWN { 3 } else { 10 };
-        let _ = tokio::time::timeout(Duration::from_secs(wait), async {
-            sink.send(frame).await?;
-            sink.close().await
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(wait), out.drain(&mut io)).await;
     }
 }
 
@@ -933,12 +971,12 @@ fn add_event(
     ev: &Arc<LiveEvent>,
     batch: bool,
     batches: &mut Vec<(Option<u64>, Batch)>,
-    out: &mut Vec<Message>,
+    out: &mut Outbox,
     cfg: &WriterCfg,
 ) {
     if !batch {
         flush_all(batches, out);
-        out.push(Message::Text(ev.frame.clone()));
+        out.push(ev.wire.clone());
         return;
     }
     let key = ev.stream_id;
@@ -947,7 +985,7 @@ fn add_event(
             batches[i].1.events.push(ev.clone());
             if batches[i].1.events.len() >= cfg.batch_max {
                 let (_, b) = batches.remove(i);
-                out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+                out.push(wire::text(&batch_frame(&b.events)));
             }
         }
         None => {
@@ -956,7 +994,7 @@ fn add_event(
                 due: Instant::now() + cfg.batch_window,
             };
             if cfg.batch_max <= 1 {
-                out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+                out.push(wire::text(&batch_frame(&b.events)));
             } else {
                 batches.push((key, b));
             }
@@ -964,8 +1002,8 @@ fn add_event(
     }
 }
 
-fn flush_all(batches: &mut Vec<(Option<u64>, Batch)>, out: &mut Vec<Message>) {
+fn flush_all(batches: &mut Vec<(Option<u64>, Batch)>, out: &mut Outbox) {
     for (_, b) in batches.drain(..) {
-        out.push(Message::Text(Utf8Bytes::from(batch_frame(&b.events))));
+        out.push(wire::text(&batch_frame(&b.events)));
     }
 }

@@ -20,6 +20,7 @@
 pub mod conn;
 pub mod protocol;
 pub mod render;
+pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -106,6 +107,8 @@ pub(crate) type ConnId = u64;
 #[derive(Debug)]
 pub(crate) enum Out {
     Text(Utf8Bytes),
+    /// Bytes tungstenite wrote itself (a pong, a close reply), already framed.
+    Raw(bytes::Bytes),
     Event {
         ev: Arc<LiveEvent>,
         batch: bool,
@@ -114,6 +117,8 @@ pub(crate) enum Out {
     /// queue item and one wake-up for the lot.
     Page {
         events: Arc<[Arc<LiveEvent>]>,
+        /// The events' frames back to back: what a non-batching connection writes as it is.
+        wire: bytes::Bytes,
         batch: bool,
     },
 }
@@ -334,6 +339,7 @@ impl Registry {
             return 0;
         };
         let shared: Arc<[Arc<LiveEvent>]> = page.into();
+        let wire = wire::concat(page.iter().map(|e| &e.wire));
         let n = page.len() as u64;
         let all = std::mem::take(&mut self.all);
         let by_iteration = all.len() * 2 > self.conns.len();
@@ -351,6 +357,7 @@ impl Registry {
                     let batch = s.batching;
                     if c.send(Out::Page {
                         events: shared.clone(),
+                        wire: wire.clone(),
                         batch,
                     }) {
                         sent += n;

@@ -11,7 +11,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
 
 use crate::projection::view::{iso8601, stream_object, ViewOptions};
@@ -44,7 +43,8 @@ pub struct LiveEvent {
     pub recipient: Option<Arc<str>>,
     /// `"42"` (JSON string) or `null`.
     pub stream_json: Arc<str>,
-    pub frame: Utf8Bytes,
+    /// The `stream_update` frame, framed for the socket (see `wire`).
+    pub wire: bytes::Bytes,
     pub item: Arc<str>,
 }
 
@@ -77,7 +77,7 @@ impl Rendered {
             sender: self.sender.clone(),
             recipient: self.recipient.clone(),
             stream_json: sj.into(),
-            frame: Utf8Bytes::from(frame),
+            wire: super::wire::text(&frame),
             item: item.into(),
         }
     }
