@@ -13,9 +13,10 @@
 //! about 120,000 messages a second are due (`FLUXORA_BENCH_MSGS` to change).
 //!
 //! Latency is from the batch commit (the ingestor's commit notice, wall clock) to the client's
-//! receipt of the frame (wall clock, same machine), over every message of the measured window.
-//! Prints, per subscriber count:
-//! `ws subscribers=<n> msgs_per_sec=<n> p50_ms=<n> p99_ms=<n> rss_mb=<n>`.
+//! receipt of the frame (wall clock, same machine), over every message of the measured window:
+//! `p*_ms` when the kernel queued the bytes on the subscriber's socket (`SO_TIMESTAMPNS`),
+//! `app_p*_ms` when the swarm's one thread read them. Prints, per subscriber count:
+//! `ws subscribers=<n> msgs_per_sec=<n> p50_ms=<n> p99_ms=<n> rss_mb=<n> app_p50_ms=<n> app_p99_ms=<n>`.
 //!
 //! `FLUXORA_BENCH_SUBSCRIBERS` (e.g. `1000,10000`), `FLUXORA_BENCH_SECS` (measured seconds,
 //! default 10, after 2 s of warm-up); `FLUXORA_BENCH_DEBUG` prints the latency spread of every
