@@ -30,7 +30,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -48,14 +48,9 @@ use fluxora::store::{self, Store};
 #[path = "common/stamp.rs"]
 mod stamp;
 
-const CHILD: &str = "FLUXORA_WS_BENCH_CHILD";
+use stamp::now_us;
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+const CHILD: &str = "FLUXORA_WS_BENCH_CHILD";
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -11,21 +11,16 @@
 //! the ws bench's p99 against it: what lies between is the hub's own cost.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
 #[path = "common/stamp.rs"]
 mod stamp;
 
-const CHILD: &str = "FLUXORA_FLOOR_CHILD";
+use stamp::now_us;
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+const CHILD: &str = "FLUXORA_FLOOR_CHILD";
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

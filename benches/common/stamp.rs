@@ -3,6 +3,15 @@
 //! reached the subscriber, apart from when the swarm's one thread got round to reading them.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock microseconds (the clock the kernel's receive times use).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
 
 /// Turns receive timestamps on.
 pub fn enable(tcp: &tokio::net::TcpStream) -> std::io::Result<RawFd> {

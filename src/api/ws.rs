@@ -13,8 +13,6 @@ use super::{ApiContext, ApiError};
 use crate::hub::conn::{self, Credentials};
 use crate::hub::Refused;
 
-pub use crate::hub::conn::MAX_WS_READ;
-
 pub fn routes() -> Router<ApiContext> {
     Router::new().route("/ws/streams", get(upgrade))
 }

@@ -346,7 +346,7 @@ pub fn raw_event(
     data: &stellar_xdr::ScVal,
     function: Option<&str>,
 ) -> RawContractEvent {
-    build_raw_event(
+    raw_event_with_xdr(
         ctx,
         op_index,
         event_index,
@@ -359,38 +359,9 @@ pub fn raw_event(
     )
 }
 
-/// [`raw_event`] with the topics' and data's base64 XDR already at hand, logging an
-/// unrecognized event of a filtered contract as [`contract_events`] does.
+/// [`raw_event`] with the topics' and data's base64 XDR already at hand.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn raw_event_with_xdr(
-    ctx: TxContext<'_>,
-    op_index: u32,
-    event_index: u32,
-    contract_id: String,
-    topics: &[stellar_xdr::ScVal],
-    data: &stellar_xdr::ScVal,
-    topics_xdr: Vec<String>,
-    data_xdr: String,
-    function: Option<&str>,
-    filter: &ContractFilter,
-) -> RawContractEvent {
-    let raw = build_raw_event(
-        ctx,
-        op_index,
-        event_index,
-        contract_id,
-        topics,
-        data,
-        topics_xdr,
-        data_xdr,
-        function,
-    );
-    warn_unrecognized(ctx, &raw, filter);
-    raw
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_raw_event(
     ctx: TxContext<'_>,
     op_index: u32,
     event_index: u32,
@@ -423,7 +394,11 @@ fn build_raw_event(
     }
 }
 
-fn warn_unrecognized(ctx: TxContext<'_>, raw: &RawContractEvent, filter: &ContractFilter) {
+pub(crate) fn warn_unrecognized(
+    ctx: TxContext<'_>,
+    raw: &RawContractEvent,
+    filter: &ContractFilter,
+) {
     if !filter.is_all() {
         if let ContractEvent::Unrecognized(u) = &raw.decoded {
             tracing::warn!(

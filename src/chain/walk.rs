@@ -25,7 +25,7 @@ use stellar_xdr::{
 
 use super::meta::{
     gen_set_envelopes, invocation_of, raw_event_with_xdr, tx_successful, verify_header,
-    ContractFilter, TxContext,
+    warn_unrecognized, ContractFilter, TxContext,
 };
 use super::{
     event_id, ChainError, LedgerBundle, RawContractEvent, StreamChange, StreamEntryChange, TxBundle,
@@ -473,7 +473,7 @@ fn tx_bundle(
                     .map(|(v, raw)| raw_b64(v, raw))
                     .collect();
                 let data_xdr = raw_b64(&data, ev.data_raw);
-                raw_event_with_xdr(
+                let raw = raw_event_with_xdr(
                     ctx,
                     ev.op_index,
                     ev.event_index,
@@ -483,8 +483,9 @@ fn tx_bundle(
                     topics_xdr,
                     data_xdr,
                     function,
-                    filter,
-                )
+                );
+                warn_unrecognized(ctx, &raw, filter);
+                raw
             }
         });
     }

@@ -117,7 +117,8 @@ pub(crate) enum Out {
     /// queue item and one wake-up for the lot.
     Page {
         events: Arc<[Arc<LiveEvent>]>,
-        /// The events' frames back to back: what a non-batching connection writes as it is.
+        /// The events' frames back to back: what a non-batching connection writes as it is
+        /// (empty for a batching one, which frames its batches itself).
         wire: bytes::Bytes,
         batch: bool,
     },
@@ -339,7 +340,8 @@ impl Registry {
             return 0;
         };
         let shared: Arc<[Arc<LiveEvent>]> = page.into();
-        let wire = wire::concat(page.iter().map(|e| &e.wire));
+        // Framed once, when the first non-batching all-streams connection takes the page whole.
+        let mut page_wire: Option<bytes::Bytes> = None;
         let n = page.len() as u64;
         let all = std::mem::take(&mut self.all);
         let by_iteration = all.len() * 2 > self.conns.len();
@@ -355,9 +357,16 @@ impl Registry {
                 {
                     c.last_offered = last.position;
                     let batch = s.batching;
+                    let wire = if batch {
+                        bytes::Bytes::new()
+                    } else {
+                        page_wire
+                            .get_or_insert_with(|| wire::concat(page.iter().map(|e| &e.wire)))
+                            .clone()
+                    };
                     if c.send(Out::Page {
                         events: shared.clone(),
-                        wire: wire.clone(),
+                        wire,
                         batch,
                     }) {
                         sent += n;
