@@ -296,8 +296,7 @@ fn position(t: &[u8]) -> Option<i64> {
 /// CPU than the server they measure): the RFC 6455 handshake, masked text and pong frames out,
 /// unfragmented frames in, parsed in place from one read buffer.
 struct LeanClient {
-    tcp: tokio::net::TcpStream,
-    fd: std::os::fd::RawFd,
+    sock: stamp::Stamped,
     buf: Vec<u8>,
     start: usize,
 }
@@ -331,10 +330,8 @@ impl LeanClient {
             ));
         }
         buf.drain(..end);
-        let fd = stamp::enable(&tcp)?;
         Ok(LeanClient {
-            tcp,
-            fd,
+            sock: stamp::Stamped::new(tcp)?,
             buf,
             start: 0,
         })
@@ -346,7 +343,7 @@ impl LeanClient {
         let mut f = vec![0x80 | op, 0x80 | payload.len() as u8];
         f.extend_from_slice(&mask);
         f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.tcp.write_all(&f).await
+        self.sock.write_all(&f).await
     }
 
     async fn send_text(&mut self, payload: &[u8]) -> std::io::Result<()> {
@@ -364,7 +361,7 @@ impl LeanClient {
             self.start = 0;
         }
         self.buf.reserve(16 * 1024);
-        let (n, kernel_us) = stamp::read(&self.tcp, self.fd, &mut self.buf).await?;
+        let (n, kernel_us) = self.sock.read(&mut self.buf).await?;
         if n == 0 {
             return Err(std::io::Error::other("closed"));
         }

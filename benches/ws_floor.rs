@@ -52,14 +52,14 @@ async fn receivers(addr: String, n: usize, size: usize) {
     for _ in 0..n {
         let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         s.set_nodelay(true).unwrap();
-        let fd = stamp::enable(&s).unwrap();
+        let s = stamp::Stamped::new(s).unwrap();
         tasks.push(tokio::spawn(async move {
             let mut buf: Vec<u8> = Vec::with_capacity(size * 8);
             // (kernel, application) latencies.
             let mut lat = Vec::new();
             loop {
                 buf.reserve(size * 2);
-                let (r, kernel_us) = stamp::read(&s, fd, &mut buf).await.unwrap_or((0, None));
+                let (r, kernel_us) = s.read(&mut buf).await.unwrap_or((0, None));
                 if r == 0 {
                     break;
                 }

@@ -89,6 +89,7 @@ pub fn hub_config(http: &HttpSettings, firehose_key: Option<String>) -> HubConfi
         max_connections: ws.max_connections as usize,
         max_connections_per_ip: ws.max_connections_per_ip as usize,
         send_queue: ws.send_queue as usize,
+        send_queue_bytes: ws.send_queue_bytes as usize,
         ping_interval: Duration::from_millis(ws.ping_interval_ms),
         resume_window: ws.resume_window,
         firehose_key,

@@ -128,6 +128,10 @@ pub struct RawSettings {
     /// before it is closed as a slow consumer (default 1024).
     #[arg(long, env = "WS_SEND_QUEUE", global = true)]
     pub ws_send_queue: Option<String>,
+    /// Bytes queued per WebSocket connection before it is closed as a slow consumer (default
+    /// 16777216).
+    #[arg(long, env = "WS_SEND_QUEUE_BYTES", global = true)]
+    pub ws_send_queue_bytes: Option<String>,
     /// Milliseconds between server pings; two unanswered ones close the socket (default 30000).
     #[arg(long, env = "WS_PING_INTERVAL_MS", global = true)]
     pub ws_ping_interval_ms: Option<String>,
@@ -527,6 +531,7 @@ pub struct WsSettings {
     /// 0: no cap.
     pub max_connections: u32,
     pub send_queue: u32,
+    pub send_queue_bytes: u32,
     pub ping_interval_ms: u64,
     /// 0: no limit.
     pub resume_window: u64,
@@ -538,6 +543,7 @@ impl Default for WsSettings {
             max_connections_per_ip: 20,
             max_connections: 20_000,
             send_queue: 1024,
+            send_queue_bytes: 16 * 1024 * 1024,
             ping_interval_ms: 30_000,
             resume_window: 1_000_000,
         }
@@ -854,6 +860,13 @@ impl RawSettings {
                 1_000_000,
             ),
             ws_num(
+                "WS_SEND_QUEUE_BYTES",
+                &self.ws_send_queue_bytes,
+                d.send_queue_bytes,
+                65_536,
+                u32::MAX,
+            ),
+            ws_num(
                 "WS_PING_INTERVAL_MS",
                 &self.ws_ping_interval_ms,
                 d.ping_interval_ms as u32,
@@ -869,10 +882,11 @@ impl RawSettings {
             ),
         );
         let ws = match ws {
-            (Some(a), Some(b), Some(q), Some(p), Some(w)) => Some(WsSettings {
+            (Some(a), Some(b), Some(q), Some(qb), Some(p), Some(w)) => Some(WsSettings {
                 max_connections_per_ip: a,
                 max_connections: b,
                 send_queue: q,
+                send_queue_bytes: qb,
                 ping_interval_ms: u64::from(p),
                 resume_window: u64::from(w),
             }),
@@ -1044,6 +1058,7 @@ mod tests {
             ws_max_connections_per_ip: Some("many".into()),
             ws_max_connections: Some("-5".into()),
             ws_send_queue: Some("3".into()),
+            ws_send_queue_bytes: Some("1k".into()),
             ws_ping_interval_ms: Some("1".into()),
             ws_resume_window: Some("x".into()),
             log_format: Some("xml".into()),
@@ -1072,6 +1087,7 @@ mod tests {
             "WS_MAX_CONNECTIONS_PER_IP",
             "WS_MAX_CONNECTIONS",
             "WS_SEND_QUEUE",
+            "WS_SEND_QUEUE_BYTES",
             "WS_PING_INTERVAL_MS",
             "WS_RESUME_WINDOW",
             "LOG_FORMAT",

@@ -1,30 +1,30 @@
 //! One WebSocket connection: a reader (client messages, limits, subscriptions, resume and replay)
-//! and a writer (the bounded queue to the socket, batching, pings, close frames).
+//! and a writer task (pings, batch windows, close frames, and the writes of a socket that was full;
+//! see `link` for who writes what).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::WriteHalf;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::link::{Link, Out, WriterWake};
 use super::protocol::{
     self, codes, ClientMessage, Filter, ProtoError, Replay, Resume, Subscribe, CLOSE_PING_TIMEOUT,
     CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, MAX_CLIENT_MESSAGE_BYTES, RATE_LIMIT_MESSAGES,
     RATE_WINDOW, REASON_PING_TIMEOUT, REASON_SLOW_CONSUMER,
 };
-use super::render::{self, batch_frame, LiveEvent};
-use super::wire::{self, Outbox, ReadSide};
-use super::{ConnId, Hub, Kill, Out, Pending, Registry, Slot, Sub};
+use super::render;
+use super::wire::{self, ReadSide};
+use super::{ConnId, Hub, Pending, Registry, Slot, Sub};
 use crate::store::{Position, StoreError};
 
 /// Why a resume position cannot be honoured.
@@ -123,15 +123,11 @@ fn eq_ct(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Settings the writer needs.
-struct WriterCfg {
-    ping: Duration,
-    batch_window: Duration,
-    batch_max: usize,
-}
-
 /// The socket of an upgraded connection.
 type Socket = TokioIo<hyper::upgrade::Upgraded>;
+
+/// A connection's outgoing side, as the hub holds it.
+pub(crate) type ConnLink = Link<WriteHalf<Socket>>;
 
 /// Largest WebSocket message the server reads at all; between the protocol's 4096 bytes and
 /// this, a message is answered with `PAYLOAD_TOO_LARGE` and the socket stays open; beyond it the
@@ -146,7 +142,7 @@ pub async fn serve(
     creds: Credentials,
 ) {
     let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-    let (tx, rx) = mpsc::channel(hub.cfg.send_queue.max(16));
+    let link = Arc::new(Link::new(wr, hub.link_cfg()));
     // Client messages are small: a small read buffer keeps idle connections cheap.
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_WS_READ))
@@ -156,27 +152,20 @@ pub async fn serve(
     let mut stream = WebSocketStream::from_raw_socket(
         ReadSide {
             rd,
-            ctl: tx.clone(),
+            link: link.clone(),
         },
         Role::Server,
         Some(config),
     )
     .await;
-    let kill = Arc::new(Kill::default());
-    let id = hub.register(tx.clone(), kill.clone());
+    let id = hub.register(link.clone());
     let missed = Arc::new(AtomicU32::new(0));
-    let wcfg = WriterCfg {
-        ping: hub.cfg.ping_interval,
-        batch_window: hub.cfg.batch_window,
-        batch_max: hub.cfg.batch_max.max(1),
-    };
-    let mut writer = tokio::spawn(writer(wr, rx, kill.clone(), missed.clone(), wcfg));
+    let mut writer = tokio::spawn(writer(link.clone(), missed.clone(), hub.cfg.ping_interval));
     let mut writer_done = false;
     let mut conn = Conn {
         hub: hub.clone(),
         id,
-        tx,
-        kill: kill.clone(),
+        link: link.clone(),
         creds,
         rate: VecDeque::new(),
     };
@@ -232,8 +221,9 @@ pub async fn serve(
         })
         .await;
     } else {
-        // The reader holds a sender of the queue (for tungstenite's own frames): dropped, the
-        // queue closes and the writer sends its close frame and ends.
+        // The client closed (tungstenite has answered it) or its socket failed: the writer sends
+        // a close frame if none was sent yet, and ends.
+        link.kill.fire(1000, "");
         drop(stream);
         let _ = tokio::time::timeout(Duration::from_secs(12), &mut writer).await;
         writer.abort();
@@ -245,15 +235,14 @@ pub async fn serve(
 struct Conn {
     hub: Arc<Hub>,
     id: ConnId,
-    tx: mpsc::Sender<Out>,
-    kill: Arc<Kill>,
+    link: Arc<ConnLink>,
     creds: Credentials,
     /// Times of the messages accepted in the current window.
     rate: VecDeque<Instant>,
 }
 
 /// `{"type":"error",…}` with the head's position, ledger and epoch.
-fn error_frame(reg: &Registry, code: &str, message: &str, extra: Option<Value>) -> Utf8Bytes {
+fn error_frame(reg: &Registry, code: &str, message: &str, extra: Option<Value>) -> Out {
     let mut v = json!({
         "type": "error",
         "code": code,
@@ -265,16 +254,16 @@ fn error_frame(reg: &Registry, code: &str, message: &str, extra: Option<Value>) 
     if let (Some(Value::Object(x)), Some(o)) = (extra, v.as_object_mut()) {
         o.extend(x);
     }
-    Utf8Bytes::from(v.to_string())
+    Out::text(&v.to_string())
 }
 
-fn control(reg: &Registry, mut v: Value) -> Utf8Bytes {
+fn control(reg: &Registry, mut v: Value) -> Out {
     if let Some(o) = v.as_object_mut() {
         o.insert("position".into(), json!(reg.head));
         o.insert("ledger".into(), json!(reg.head_ledger));
         o.insert("epoch".into(), json!(reg.epoch));
     }
-    Utf8Bytes::from(v.to_string())
+    Out::text(&v.to_string())
 }
 
 impl Conn {
@@ -303,22 +292,16 @@ impl Conn {
                 Some(json!({ "retryAfterMs": retry.as_millis() as u64 })),
             );
             drop(reg);
-            self.push(Out::Text(f));
+            self.push(f);
             return false;
         }
         self.rate.push_back(now);
         true
     }
 
+    /// Sends a frame of this connection's own (written now, after what is queued).
     fn push(&self, out: Out) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kill.fire(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER);
-                false
-            }
-            Err(_) => false,
-        }
+        self.link.send(out)
     }
 
     fn error(&self, code: &str, message: &str) {
@@ -327,7 +310,7 @@ impl Conn {
 
     fn error_with(&self, code: &str, message: &str, extra: Option<Value>) {
         let f = error_frame(&self.hub.registry(), code, message, extra);
-        self.push(Out::Text(f));
+        self.push(f);
     }
 
     async fn handle(&mut self, text: &str) {
@@ -344,7 +327,7 @@ impl Conn {
             ClientMessage::Replay(r) => self.replay(r).await,
             ClientMessage::Ping => {
                 let f = control(&self.hub.registry(), json!({ "type": "pong" }));
-                self.push(Out::Text(f));
+                self.push(f);
                 Ok(())
             }
         };
@@ -377,7 +360,7 @@ impl Conn {
                     }),
                 );
                 drop(reg);
-                self.push(Out::Text(f));
+                self.push(f);
                 return Ok(());
             }
             if n >= self.hub.cfg.max_subscriptions {
@@ -391,7 +374,7 @@ impl Conn {
                     None,
                 );
                 drop(reg);
-                self.push(Out::Text(f));
+                self.push(f);
                 return Ok(());
             }
         }
@@ -447,7 +430,7 @@ impl Conn {
                 from: head,
                 live: true,
             });
-            c.send(Out::Text(f));
+            c.send(f);
             reg.add_index(self.id, &s.filter);
             return Ok(());
         };
@@ -503,7 +486,7 @@ impl Conn {
                             buffer: Vec::new(),
                         });
                     }
-                    c.send(Out::Text(f));
+                    c.send(f);
                     reg.add_index(self.id, &s.filter);
                     if !replay {
                         return Ok(());
@@ -539,17 +522,19 @@ impl Conn {
     /// Waits until the queue has room for a page (the live path must never find it full
     /// because of a replay). False when the connection is closing.
     async fn room(&self) -> bool {
-        let want = self.tx.max_capacity() / 2;
+        let want = self.link.cfg().queue / 2;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.tx.is_closed() || self.kill.reason().is_some() {
+            if self.link.is_closing() || self.link.kill.reason().is_some() {
                 return false;
             }
-            if self.tx.capacity() >= want {
+            if self.link.queued() <= want {
                 return true;
             }
             if Instant::now() > deadline {
-                self.kill.fire(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER);
+                self.link
+                    .kill
+                    .fire(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER);
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -557,7 +542,7 @@ impl Conn {
     }
 
     fn page_size(&self) -> u32 {
-        (self.tx.max_capacity() / 4).clamp(4, 200) as u32
+        (self.link.cfg().queue / 4).clamp(4, 200) as u32
     }
 
     /// Stored events matching `f` in `(cursor, target]`, rendered, at most about `n`, and how
@@ -630,16 +615,19 @@ impl Conn {
                     c.pending = Some(p);
                     continue;
                 }
-                c.send(Out::Text(done));
+                // Queued together, written once.
+                c.link.push(done);
                 for ev in p.buffer {
                     c.note_stream(ev.stream_id);
-                    if !c.send(Out::Event {
+                    let out = Out::Event {
                         ev,
                         batch: batching,
-                    }) {
+                    };
+                    if c.link.push(out).is_none() {
                         break;
                     }
                 }
+                c.link.write();
                 if let Some(sub) = c.subs.iter_mut().find(|x| x.filter == *filter) {
                     sub.live = true;
                 }
@@ -688,13 +676,15 @@ impl Conn {
             for ev in queued {
                 c.note_stream(ev.stream_id);
                 replayed += 1;
-                if !c.send(Out::Event {
+                let out = Out::Event {
                     ev,
                     batch: batching,
-                }) {
+                };
+                if c.link.push(out).is_none() {
                     return Ok(());
                 }
             }
+            c.link.write();
             if let Some(p) = c.pending.as_mut() {
                 p.cursor = upto.min(p.target).max(cursor);
                 if upto <= cursor {
@@ -719,7 +709,7 @@ impl Conn {
                 Some(json!({ "subscription": f.to_json() })),
             );
             drop(reg);
-            self.push(Out::Text(e));
+            self.push(e);
             return;
         }
         reg.remove_index(self.id, &f);
@@ -728,7 +718,7 @@ impl Conn {
             json!({ "type": "unsubscribed", "subscription": f.to_json() }),
         );
         if let Some(c) = reg.conns.get_mut(&self.id) {
-            c.send(Out::Text(ack));
+            c.send(ack);
         }
     }
 
@@ -842,7 +832,7 @@ impl Conn {
                 "replayPosition": pos,
             }),
         );
-        self.push(Out::Text(f));
+        self.push(f);
         Ok(())
     }
 
@@ -854,7 +844,7 @@ impl Conn {
                 skipped += 1;
                 continue;
             }
-            if !self.push(Out::Text(Utf8Bytes::from(r.replay_frame(epoch)))) {
+            if !self.push(Out::text(&r.replay_frame(epoch))) {
                 break;
             }
         }
@@ -862,31 +852,17 @@ impl Conn {
     }
 }
 
-/// One stream's events waiting to go out as a `stream_update_batch`.
-struct Batch {
-    events: Vec<Arc<LiveEvent>>,
-    due: Instant,
-}
-
-/// Drains the queue into the socket; batches, pings, and closes with a code and reason. The only
-/// task that writes to the socket (tungstenite's own frames come through the queue too).
-async fn writer(
-    mut io: WriteHalf<Socket>,
-    mut rx: mpsc::Receiver<Out>,
-    kill: Arc<Kill>,
-    missed: Arc<AtomicU32>,
-    cfg: WriterCfg,
-) {
-    let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping, cfg.ping);
-    let mut batches: Vec<(Option<u64>, Batch)> = Vec::new();
-    // Slow-consumer and shutdown closes both arrive through `kill` (see `Kill`).
-    let killed = kill.fired();
+/// The connection's writer task: pings (two unanswered ones close the connection), batches whose
+/// window ended, the writes of a socket that was full, and the close frame with its code and
+/// reason. Frames are mostly written by whoever queues them (see `link`); this task is woken
+/// only when it has something of its own to do.
+async fn writer(link: Arc<ConnLink>, missed: Arc<AtomicU32>, ping_every: Duration) {
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    // Slow-consumer, shutdown and end-of-reader closes all arrive through `kill`.
+    let killed = link.kill.fired();
     tokio::pin!(killed);
-    let mut out = Outbox::default();
-    // tungstenite answered the client's close: no second close frame.
-    let mut close_sent = false;
-    let close: Option<(u16, &'static str)> = 'run: loop {
-        let due = batches.iter().map(|(_, b)| b.due).min();
+    let close: Option<(u16, &'static str)> = loop {
+        let due = link.next_due();
         tokio::select! {
             biased;
             r = &mut killed => break Some(r),
@@ -894,64 +870,15 @@ async fn writer(
                 if missed.fetch_add(1, Ordering::AcqRel) >= 2 {
                     break Some((CLOSE_PING_TIMEOUT, REASON_PING_TIMEOUT));
                 }
-                out.push(wire::ping());
+                link.push_control(wire::ping());
             }
             _ = async { tokio::time::sleep_until(due.unwrap_or_else(Instant::now)).await }, if due.is_some() => {
-                let now = Instant::now();
-                batches.retain_mut(|(_, b)| {
-                    if b.due <= now {
-                        out.push(wire::text(&batch_frame(&b.events)));
-                        false
-                    } else {
-                        true
-                    }
-                });
+                link.flush_due(Instant::now());
             }
-            first = rx.recv() => {
-                let Some(first) = first else { break Some((1000, "")) };
-                let mut next = Some(first);
-                let mut n = 0;
-                while let Some(o) = next.take() {
-                    match o {
-                        Out::Text(t) => {
-                            flush_all(&mut batches, &mut out);
-                            out.push(wire::text(t.as_str()));
-                        }
-                        Out::Raw(b) => {
-                            close_sent |= wire::is_close(&b);
-                            out.push(b);
-                        }
-                        Out::Event { ev, batch } => {
-                            add_event(&ev, batch, &mut batches, &mut out, &cfg);
-                        }
-                        Out::Page { events, wire, batch } => {
-                            if batch {
-                                for ev in events.iter() {
-                                    add_event(ev, batch, &mut batches, &mut out, &cfg);
-                                }
-                            } else {
-                                // The page's frames, shared by every connection: no copy.
-                                flush_all(&mut batches, &mut out);
-                                out.push(wire);
-                            }
-                        }
-                    }
-                    n += 1;
-                    if n < 256 {
-                        next = rx.try_recv().ok();
-                    }
-                }
-            }
-        }
-        while !out.is_empty() {
-            tokio::select! {
-                biased;
-                r = &mut killed => break 'run Some(r),
-                r = out.write_some(&mut io) => if r.is_err() { break 'run None },
-            }
-        }
-        if close_sent {
-            break None;
+            w = std::future::poll_fn(|cx| link.poll_writer(cx)) => match w {
+                WriterWake::Rearm => {}
+                WriterWake::CloseSent | WriterWake::Failed => break None,
+            },
         }
     };
     if let Some((code, reason)) = close {
@@ -960,50 +887,13 @@ async fn writer(
         }
         // A consumer that is merely slow still gets the reason once it drains its backlog (what
         // is half written goes first: frames stay whole).
-        out.push(wire::close(code, reason));
+        link.close(code, reason);
         let wait = if code == CLOSE_SHUTDOWN { 3 } else { 10 };
-        let _ = tokio::time::timeout(Duration::from_secs(wait), out.drain(&mut io)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(wait),
+            std::future::poll_fn(|cx| link.poll_flushed(cx)),
+        )
+        .await;
     }
-}
-
-/// Queues an event's frame, or adds it to its stream's batch (flushed when full).
-fn add_event(
-    ev: &Arc<LiveEvent>,
-    batch: bool,
-    batches: &mut Vec<(Option<u64>, Batch)>,
-    out: &mut Outbox,
-    cfg: &WriterCfg,
-) {
-    if !batch {
-        flush_all(batches, out);
-        out.push(ev.wire.clone());
-        return;
-    }
-    let key = ev.stream_id;
-    match batches.iter_mut().position(|(k, _)| *k == key) {
-        Some(i) => {
-            batches[i].1.events.push(ev.clone());
-            if batches[i].1.events.len() >= cfg.batch_max {
-                let (_, b) = batches.remove(i);
-                out.push(wire::text(&batch_frame(&b.events)));
-            }
-        }
-        None => {
-            let b = Batch {
-                events: vec![ev.clone()],
-                due: Instant::now() + cfg.batch_window,
-            };
-            if cfg.batch_max <= 1 {
-                out.push(wire::text(&batch_frame(&b.events)));
-            } else {
-                batches.push((key, b));
-            }
-        }
-    }
-}
-
-fn flush_all(batches: &mut Vec<(Option<u64>, Batch)>, out: &mut Outbox) {
-    for (_, b) in batches.drain(..) {
-        out.push(wire::text(&batch_frame(&b.events)));
-    }
+    link.finish();
 }

@@ -18,6 +18,7 @@
 //! delivered from the abandoned branch after the notice. See `conn.rs` for the connection side.
 
 pub mod conn;
+pub(crate) mod link;
 pub mod protocol;
 pub mod render;
 pub mod wire;
@@ -28,14 +29,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::ingest::Notice;
 use crate::projection::view::ViewOptions;
 use crate::store::{Position, ReorgRecord, Store, StoreError};
 
+use conn::ConnLink;
+use link::{LinkCfg, Out};
 use protocol::{
     Filter, CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, REASON_SHUTDOWN, REASON_SLOW_CONSUMER,
 };
@@ -51,6 +53,8 @@ pub struct HubConfig {
     /// Items queued per connection (frames; a whole page for an all-streams-only connection)
     /// before it is closed as a slow consumer.
     pub send_queue: usize,
+    /// Bytes queued per connection before it is closed as a slow consumer.
+    pub send_queue_bytes: usize,
     /// Server pings this often; two unanswered ones close the connection.
     pub ping_interval: Duration,
     /// A resume more than this many positions behind the head is refused with `STALE_CURSOR`
@@ -74,6 +78,7 @@ impl Default for HubConfig {
             max_connections: 20_000,
             max_connections_per_ip: 20,
             send_queue: 1024,
+            send_queue_bytes: 16 * 1024 * 1024,
             ping_interval: Duration::from_secs(30),
             resume_window: 1_000_000,
             poll_interval: Duration::from_secs(1),
@@ -103,75 +108,6 @@ pub enum Refused {
 
 pub(crate) type ConnId = u64;
 
-/// What travels through a connection's queue to its writer.
-#[derive(Debug)]
-pub(crate) enum Out {
-    Text(Utf8Bytes),
-    /// Bytes tungstenite wrote itself (a pong, a close reply), already framed.
-    Raw(bytes::Bytes),
-    Event {
-        ev: Arc<LiveEvent>,
-        batch: bool,
-    },
-    /// A whole page of events for a connection whose only subscription is all-streams: one
-    /// queue item and one wake-up for the lot.
-    Page {
-        events: Arc<[Arc<LiveEvent>]>,
-        /// The events' frames back to back: what a non-batching connection writes as it is
-        /// (empty for a batching one, which frames its batches itself).
-        wire: bytes::Bytes,
-        batch: bool,
-    },
-}
-
-/// Fired once to close a connection with a code and reason (a slow consumer, or the server
-/// shutting down: the hub fires every connection's on shutdown).
-///
-/// The writer polls it on every wake-up, so it is an atomic waker beside a once-set reason: no
-/// lock, no shared state between connections (a `Notify` or a shared `watch` took a mutex per poll,
-/// a measurable share of the fan-out at 10,000 connections).
-#[derive(Debug, Default)]
-pub(crate) struct Kill {
-    reason: std::sync::OnceLock<(u16, &'static str)>,
-    waker: futures::task::AtomicWaker,
-}
-
-impl Kill {
-    pub fn fire(&self, code: u16, reason: &'static str) {
-        if self.reason.set((code, reason)).is_ok() {
-            self.waker.wake();
-        }
-    }
-    pub fn reason(&self) -> Option<(u16, &'static str)> {
-        self.reason.get().copied()
-    }
-    /// Resolves once fired, to the code and reason.
-    pub fn fired(&self) -> Fired<'_> {
-        Fired(self)
-    }
-}
-
-/// The future of [`Kill::fired`].
-pub(crate) struct Fired<'a>(&'a Kill);
-
-impl std::future::Future for Fired<'_> {
-    type Output = (u16, &'static str);
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        if let Some(r) = self.0.reason() {
-            return std::task::Poll::Ready(r);
-        }
-        self.0.waker.register(cx.waker());
-        // Fired between the check and the registration: seen now.
-        match self.0.reason() {
-            Some(r) => std::task::Poll::Ready(r),
-            None => std::task::Poll::Pending,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct Sub {
     pub filter: Filter,
@@ -196,8 +132,7 @@ const SEEN_CAP: usize = 4096;
 
 #[derive(Debug)]
 pub(crate) struct ConnEntry {
-    pub tx: mpsc::Sender<Out>,
-    pub kill: Arc<Kill>,
+    pub link: Arc<ConnLink>,
     pub subs: Vec<Sub>,
     pub pending: Option<Pending>,
     seen: HashSet<u64>,
@@ -207,15 +142,23 @@ pub(crate) struct ConnEntry {
 }
 
 impl ConnEntry {
-    /// Queues `out`; a full queue closes the connection as a slow consumer.
+    /// Queues `out` and writes it now; false when the connection no longer takes frames (over
+    /// its queue's limits it is closed as a slow consumer).
     pub fn send(&mut self, out: Out) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kill.fire(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER);
-                false
+        self.link.send(out)
+    }
+
+    /// Queues `out`; when the link needs writing, adds it to `dirty` (the caller writes those
+    /// after releasing the registry, see [`link::drain_all`]).
+    pub fn queue(&mut self, out: Out, dirty: &mut Vec<Arc<ConnLink>>) -> bool {
+        match self.link.push(out) {
+            Some(write) => {
+                if write {
+                    dirty.push(self.link.clone());
+                }
+                true
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            None => false,
         }
     }
 
@@ -240,7 +183,7 @@ impl ConnEntry {
         })
     }
 
-    fn offer(&mut self, ev: &Arc<LiveEvent>) -> u64 {
+    fn offer(&mut self, ev: &Arc<LiveEvent>, dirty: &mut Vec<Arc<ConnLink>>) -> u64 {
         let (sid, snd, rcp) = (ev.stream_id, ev.sender.as_deref(), ev.recipient.as_deref());
         let mut live = false;
         let mut batch = false;
@@ -252,16 +195,19 @@ impl ConnEntry {
         }
         if live {
             self.note_stream(sid);
-            return u64::from(self.send(Out::Event {
+            let out = Out::Event {
                 ev: ev.clone(),
                 batch,
-            }));
+            };
+            return u64::from(self.queue(out, dirty));
         }
         if let Some(p) = &mut self.pending {
             if ev.position > p.target && p.filter.matches(sid, snd, rcp) {
                 p.buffer.push(ev.clone());
                 if p.buffer.len() > self.buffer_cap {
-                    self.kill.fire(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER);
+                    self.link
+                        .kill
+                        .fire(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER);
                 }
             }
         }
@@ -277,7 +223,7 @@ pub(crate) struct Registry {
     /// The last position dispatched.
     pub head: Position,
     pub head_ledger: u32,
-    pub conns: HashMap<ConnId, ConnEntry>,
+    pub conns: std::collections::BTreeMap<ConnId, ConnEntry>,
     by_stream: HashMap<u64, HashSet<ConnId>>,
     by_recipient: HashMap<String, HashSet<ConnId>>,
     by_sender: HashMap<String, HashSet<ConnId>>,
@@ -333,8 +279,9 @@ impl Registry {
 
     /// Hands a page of events (in position order) to every connection with a matching
     /// subscription, each event once per connection. All-streams connections get the whole page
-    /// in one go (one wake-up of their writer); the others event by event. Returns frames queued.
-    fn dispatch(&mut self, page: &[Arc<LiveEvent>]) -> u64 {
+    /// as one chunk; the others event by event. The links to write are added to `dirty`.
+    /// Returns frames queued.
+    fn dispatch(&mut self, page: &[Arc<LiveEvent>], dirty: &mut Vec<Arc<ConnLink>>) -> u64 {
         let mut sent = 0;
         let (Some(first), Some(last)) = (page.first(), page.last()) else {
             return 0;
@@ -364,11 +311,12 @@ impl Registry {
                             .get_or_insert_with(|| wire::concat(page.iter().map(|e| &e.wire)))
                             .clone()
                     };
-                    if c.send(Out::Page {
+                    let out = Out::Page {
                         events: shared.clone(),
                         wire,
                         batch,
-                    }) {
+                    };
+                    if c.queue(out, dirty) {
                         sent += n;
                     }
                     return;
@@ -379,7 +327,7 @@ impl Registry {
                     continue;
                 }
                 c.last_offered = ev.position;
-                sent += c.offer(ev);
+                sent += c.offer(ev, dirty);
             }
         };
         if by_iteration {
@@ -419,7 +367,7 @@ impl Registry {
                         continue;
                     }
                     c.last_offered = ev.position;
-                    sent += c.offer(ev);
+                    sent += c.offer(ev, dirty);
                 }
             }
         }
@@ -528,7 +476,7 @@ impl Hub {
             if let Some(h) = weak.upgrade() {
                 let r = h.registry();
                 for c in r.conns.values() {
-                    c.kill.fire(CLOSE_SHUTDOWN, REASON_SHUTDOWN);
+                    c.link.kill.fire(CLOSE_SHUTDOWN, REASON_SHUTDOWN);
                 }
             }
         });
@@ -588,20 +536,29 @@ impl Hub {
         }
     }
 
-    pub(crate) fn register(&self, tx: mpsc::Sender<Out>, kill: Arc<Kill>) -> ConnId {
+    /// The limits and batching of a connection's link.
+    pub(crate) fn link_cfg(&self) -> LinkCfg {
+        LinkCfg {
+            queue: self.cfg.send_queue.max(16),
+            queue_bytes: self.cfg.send_queue_bytes.max(64 * 1024),
+            batch_window: self.cfg.batch_window,
+            batch_max: self.cfg.batch_max.max(1),
+        }
+    }
+
+    pub(crate) fn register(&self, link: Arc<ConnLink>) -> ConnId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cap = self.cfg.send_queue.max(16) * 4;
         let mut r = self.registry();
         // Checked under the registry lock, which the shutdown sweep holds: a connection that
         // registers after the sweep closes at once.
         if *self.shutdown.borrow() {
-            kill.fire(CLOSE_SHUTDOWN, REASON_SHUTDOWN);
+            link.kill.fire(CLOSE_SHUTDOWN, REASON_SHUTDOWN);
         }
         r.conns.insert(
             id,
             ConnEntry {
-                tx,
-                kill,
+                link,
                 subs: Vec::new(),
                 pending: None,
                 seen: HashSet::new(),
@@ -739,12 +696,13 @@ impl Hub {
                 .map(|r| Arc::new(r.live(epoch, false)))
                 .collect();
             let mut sent = 0;
+            let mut dirty = Vec::new();
             {
                 let mut r = self.registry();
                 if r.epoch != epoch || r.head != head {
                     continue;
                 }
-                sent += r.dispatch(&live);
+                sent += r.dispatch(&live, &mut dirty);
                 if let Some(ev) = live.last() {
                     r.head = ev.position;
                     r.head_ledger = r.head_ledger.max(ev.ledger);
@@ -753,10 +711,14 @@ impl Hub {
                     r.head_ledger = r.head_ledger.max(c);
                 }
             }
+            let t2 = t0.elapsed();
+            // The writes, outside the registry lock, spread over the runtime's workers.
+            link::drain_all(dirty).await;
             tracing::trace!(
                 events = live.len(),
                 frames = sent,
                 render_us = t1.as_micros() as u64,
+                queued_us = t2.as_micros() as u64,
                 total_us = t0.elapsed().as_micros() as u64,
                 "hub: page dispatched"
             );
@@ -818,12 +780,14 @@ impl Hub {
                     parties.insert(s.recipient);
                 }
             }
-            self.announce(&n, &parties);
+            let dirty = self.announce(&n, &parties);
+            link::drain_all(dirty).await;
         }
         Ok(())
     }
 
-    fn announce(&self, n: &RollbackNotice, parties: &HashSet<String>) {
+    /// Queues the notice to every connection it concerns; returns the links to write.
+    fn announce(&self, n: &RollbackNotice, parties: &HashSet<String>) -> Vec<Arc<ConnLink>> {
         let affected: HashSet<u64> = n.streams.iter().copied().collect();
         let mut r = self.registry();
         if let Some(fr) = n.first_removed {
@@ -831,8 +795,8 @@ impl Hub {
         }
         r.head_ledger = r.head_ledger.min(n.to_ledger);
         r.epoch = n.epoch;
-        let frame = Utf8Bytes::from(
-            json!({
+        let frame = wire::text(
+            &json!({
                 "type": "rollback",
                 "toLedger": n.to_ledger,
                 "epoch": n.epoch,
@@ -844,6 +808,7 @@ impl Hub {
             .to_string(),
         );
         let mut told = 0u64;
+        let mut dirty = Vec::new();
         for c in r.conns.values_mut() {
             let concerned = c.seen_overflow
                 || c.pending.is_some()
@@ -870,7 +835,7 @@ impl Hub {
                 for id in &affected {
                     c.seen.remove(id);
                 }
-                if c.send(Out::Text(frame.clone())) {
+                if c.queue(Out::Frame(frame.clone()), &mut dirty) {
                     told += 1;
                 }
             }
@@ -884,6 +849,7 @@ impl Hub {
             connections = told,
             "hub: rollback announced"
         );
+        dirty
     }
 }
 

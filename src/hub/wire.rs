@@ -7,18 +7,16 @@
 //! fifth of the hub's CPU.
 //!
 //! tungstenite still parses what clients send (masking, fragmentation, limits, UTF-8) through
-//! [`ReadSide`]. The few frames it writes itself (pongs, a close reply) are forwarded to the
-//! writer through a small channel, so that one task alone writes to the socket and frames are
-//! never interleaved.
+//! [`ReadSide`]. The few frames it writes itself (pongs, a close reply) are queued on the
+//! connection's link like every other frame, so frames are never interleaved.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::mpsc;
 
 const OP_TEXT: u8 = 0x1;
 const OP_CLOSE: u8 = 0x8;
@@ -83,15 +81,17 @@ pub fn is_close(chunk: &[u8]) -> bool {
 }
 
 /// Frames waiting for the socket, written in order; a write that the socket takes in part leaves
-/// the rest here, so a cancelled write never leaves half a frame behind.
+/// the rest here, so a cancelled or refused write never leaves half a frame behind.
 #[derive(Debug, Default)]
 pub struct Outbox {
     chunks: VecDeque<Bytes>,
+    bytes: usize,
 }
 
 impl Outbox {
     pub fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
+            self.bytes += b.len();
             self.chunks.push_back(b);
         }
     }
@@ -100,25 +100,39 @@ impl Outbox {
         self.chunks.is_empty()
     }
 
-    /// One write (vectored when several chunks wait). Cancel-safe: what the socket took is
-    /// removed only once the write has returned.
-    pub async fn write_some<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> std::io::Result<()> {
+    /// Chunks waiting.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// One write (vectored when several chunks wait); what the socket took is removed.
+    pub fn poll_write_some<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let n = match self.chunks.len() {
-            0 => return Ok(()),
-            1 => io.write(&self.chunks[0]).await?,
+            0 => return Poll::Ready(Ok(())),
+            1 => ready!(Pin::new(&mut *io).poll_write(cx, &self.chunks[0]))?,
             _ => {
-                let slices: Vec<IoSlice<'_>> = self
-                    .chunks
-                    .iter()
-                    .take(64)
-                    .map(|c| IoSlice::new(c))
-                    .collect();
-                io.write_vectored(&slices).await?
+                let mut slices = [IoSlice::new(&[]); 64];
+                let mut k = 0;
+                for (s, c) in slices.iter_mut().zip(self.chunks.iter()) {
+                    *s = IoSlice::new(c);
+                    k += 1;
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k]))?
             }
         };
         if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
         }
+        self.bytes -= n;
         let mut left = n;
         while left > 0 {
             let Some(front) = self.chunks.front_mut() else {
@@ -132,28 +146,37 @@ impl Outbox {
                 left = 0;
             }
         }
-        Ok(())
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes until everything is written or the socket takes no more for now.
+    pub fn poll_write_all<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        while !self.is_empty() {
+            ready!(self.poll_write_some(io, cx))?;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Writes everything.
     pub async fn drain<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> std::io::Result<()> {
-        while !self.is_empty() {
-            self.write_some(io).await?;
-        }
+        std::future::poll_fn(|cx| self.poll_write_all(io, cx)).await?;
         io.flush().await
     }
 }
 
 /// The socket as tungstenite sees it: reads go to the connection's read half; its writes (pongs,
-/// a close reply) go to the writer task through the connection's queue. When the writer is gone
-/// (the connection is closing) or the queue is full (the connection is being closed as a slow
-/// consumer), they are dropped.
-pub(crate) struct ReadSide<R> {
+/// a close reply) are queued on the connection's link and written after what waits there. When
+/// the link no longer accepts frames (the connection is closing), they are dropped.
+pub(crate) struct ReadSide<R, W> {
     pub(crate) rd: R,
-    pub(crate) ctl: mpsc::Sender<super::Out>,
+    pub(crate) link: std::sync::Arc<super::link::Link<W>>,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for ReadSide<R> {
+impl<R: AsyncRead + Unpin, W: Unpin> AsyncRead for ReadSide<R, W> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -163,15 +186,14 @@ impl<R: AsyncRead + Unpin> AsyncRead for ReadSide<R> {
     }
 }
 
-impl<R: Unpin> AsyncWrite for ReadSide<R> {
+impl<R: Unpin, W: AsyncWrite + Unpin> AsyncWrite for ReadSide<R, W> {
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let _ = self
-            .ctl
-            .try_send(super::Out::Raw(Bytes::copy_from_slice(buf)));
+        self.link
+            .send(super::link::Out::Raw(Bytes::copy_from_slice(buf)));
         Poll::Ready(Ok(buf.len()))
     }
 
