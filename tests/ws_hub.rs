@@ -830,11 +830,70 @@ async fn a_reorg_is_announced_before_the_new_branch_and_old_cursors_go_stale() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_closed_and_never_delays_the_others() {
-    let mut env = Env::new(HubConfig {
+    slow_consumer(HubConfig {
         send_queue: 64,
         ..HubConfig::default()
     })
     .await;
+}
+
+/// The byte limit alone: the queue could take many more chunks.
+#[tokio::test]
+async fn a_slow_consumer_over_the_byte_limit_is_closed() {
+    slow_consumer(HubConfig {
+        send_queue: 1_000_000,
+        send_queue_bytes: 256 * 1024,
+        ..HubConfig::default()
+    })
+    .await;
+}
+
+/// A client that stops reading while much more than the socket buffers hold is sent, within the
+/// queue's limits: the writes the socket refused are finished by the connection's writer task
+/// once the client reads again, and every event arrives once, in order, with no close.
+#[tokio::test]
+async fn a_paused_reader_gets_everything_in_order_when_it_reads_again() {
+    let mut env = Env::new(HubConfig::default()).await;
+    env.advance(2).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    let tcp = sock.connect(env.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(env.url(), MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    let mut paused = Client { ws };
+    paused.subscribe(json!({"all": true})).await;
+    let mut live = env.client().await;
+    live.subscribe(json!({"all": true})).await;
+    let head = env.store.last_position().await.unwrap();
+    // Several MiB of frames against a few hundred KiB of socket buffers; the live client reads
+    // along, the paused one does not.
+    let reader = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        while let Some(f) = live.try_recv(Duration::from_secs(3)).await {
+            frames.push(f);
+        }
+        frames
+    });
+    env.advance(600).await;
+    let last = env.store.last_position().await.unwrap();
+    let expect: Vec<i64> = ((head + 1)..=last).collect();
+    assert!(expect.len() > 2000, "{} events", expect.len());
+    assert_eq!(positions(&reader.await.unwrap()), expect);
+    // Now the paused client reads: everything, once, in order.
+    let mut frames = Vec::new();
+    while positions(&frames).last().copied() < Some(last) {
+        frames.push(paused.recv().await);
+    }
+    frames.extend(paused.drain(Duration::from_millis(300)).await);
+    assert_eq!(positions(&frames), expect);
+    // Still open and answering.
+    paused.send(json!({"type":"ping"})).await;
+    assert_eq!(paused.recv().await["type"], "pong");
+}
+
+async fn slow_consumer(cfg: HubConfig) {
+    let mut env = Env::new(cfg).await;
     env.advance(2).await;
     // A client with a tiny receive buffer that never reads.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();

@@ -652,7 +652,7 @@ impl Hub {
 
     /// Announces rollbacks, then dispatches every event after the head.
     async fn pass(&self) -> Result<(), StoreError> {
-        loop {
+        'pass: loop {
             let epoch = self.store.epoch().await?;
             let known = self.registry().epoch;
             if epoch != known {
@@ -695,39 +695,58 @@ impl Hub {
                 .iter()
                 .map(|r| Arc::new(r.live(epoch, false)))
                 .collect();
-            let mut sent = 0;
-            let mut dirty = Vec::new();
-            {
-                let mut r = self.registry();
-                if r.epoch != epoch || r.head != head {
-                    continue;
+            // Dispatched in parts of at most a quarter of a connection's byte limit too.
+            let max_bytes = (self.cfg.send_queue_bytes / 4).max(1);
+            let mut head = head;
+            let mut rest = live.as_slice();
+            while !rest.is_empty() {
+                let mut n = 0;
+                let mut bytes = 0;
+                for ev in rest {
+                    if n > 0 && bytes + ev.wire.len() > max_bytes {
+                        break;
+                    }
+                    bytes += ev.wire.len();
+                    n += 1;
                 }
-                sent += r.dispatch(&live, &mut dirty);
-                if let Some(ev) = live.last() {
-                    r.head = ev.position;
-                    r.head_ledger = r.head_ledger.max(ev.ledger);
+                let (part, more) = rest.split_at(n);
+                rest = more;
+                let mut dirty = Vec::new();
+                let sent = {
+                    let mut r = self.registry();
+                    if r.epoch != epoch || r.head != head {
+                        // Changed under us (a rollback announced): read again from the head.
+                        continue 'pass;
+                    }
+                    let sent = r.dispatch(part, &mut dirty);
+                    if let Some(ev) = part.last() {
+                        r.head = ev.position;
+                        r.head_ledger = r.head_ledger.max(ev.ledger);
+                        head = ev.position;
+                    }
+                    if let Some(c) = cursor {
+                        r.head_ledger = r.head_ledger.max(c);
+                    }
+                    sent
+                };
+                let t2 = t0.elapsed();
+                // The writes, outside the registry lock, spread over the runtime's workers.
+                link::drain_all(dirty).await;
+                tracing::trace!(
+                    events = part.len(),
+                    frames = sent,
+                    render_us = t1.as_micros() as u64,
+                    queued_us = t2.as_micros() as u64,
+                    total_us = t0.elapsed().as_micros() as u64,
+                    "hub: page dispatched"
+                );
+                metrics::counter!("fluxora_ws_events_total").increment(part.len() as u64);
+                metrics::counter!("fluxora_ws_frames_total").increment(sent);
+                self.progress.notify_waiters();
+                if !rest.is_empty() || live.len() as u32 == page {
+                    // More to come: let the consumers take what this part queued.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                if let Some(c) = cursor {
-                    r.head_ledger = r.head_ledger.max(c);
-                }
-            }
-            let t2 = t0.elapsed();
-            // The writes, outside the registry lock, spread over the runtime's workers.
-            link::drain_all(dirty).await;
-            tracing::trace!(
-                events = live.len(),
-                frames = sent,
-                render_us = t1.as_micros() as u64,
-                queued_us = t2.as_micros() as u64,
-                total_us = t0.elapsed().as_micros() as u64,
-                "hub: page dispatched"
-            );
-            metrics::counter!("fluxora_ws_events_total").increment(live.len() as u64);
-            metrics::counter!("fluxora_ws_frames_total").increment(sent);
-            self.progress.notify_waiters();
-            if live.len() as u32 == page {
-                // More to come: let the writers drain what this page queued.
-                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
     }
