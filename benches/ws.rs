@@ -551,6 +551,7 @@ async fn run(n: u64, secs: u64, target_msgs: u64) -> Result<String, String> {
     let mut rss_peak = 0;
     let child_pid = child.id().map(|p| p.to_string()).unwrap_or_default();
     let mut cpu0 = (0.0, 0.0, (0.0, 0.0));
+    let debug = std::env::var("FLUXORA_BENCH_DEBUG").is_ok();
     loop {
         tick.tick().await;
         let el = start.elapsed();
@@ -561,11 +562,21 @@ async fn run(n: u64, secs: u64, target_msgs: u64) -> Result<String, String> {
         if el >= warmup + Duration::from_secs(secs) {
             break;
         }
+        let t_gen = std::time::Instant::now();
         {
             let mut chain = state.chain.write().await;
             gen.next_ledger(&mut chain).map_err(|e| e.to_string())?;
         }
+        let t_sync = std::time::Instant::now();
         ingestor.sync().await.map_err(|e| e.to_string())?;
+        if debug && window_from > 0 {
+            eprintln!(
+                "tick at +{}ms: generate {}us, ingest {}us",
+                (now_us() - window_from) / 1000,
+                (t_sync - t_gen).as_micros(),
+                t_sync.elapsed().as_micros()
+            );
+        }
         rss_peak = rss_peak.max(rss_mb());
     }
     let window_to = now_us();

@@ -396,6 +396,49 @@ async fn all_streams_subscription_gets_every_event_once_in_order_with_state() {
     assert_frame_meta(&pong);
 }
 
+/// Enough connections for the fan-out threads to write them (see `hub::fanout`): each gets
+/// every event once, in order, and answers afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_fan_out_reaches_every_connection_once_in_order() {
+    let mut env = Env::new(HubConfig {
+        max_connections_per_ip: 0,
+        ..HubConfig::default()
+    })
+    .await;
+    env.advance(2).await;
+    let mut clients = Vec::new();
+    for _ in 0..600 {
+        let mut c = env.client().await;
+        c.subscribe(json!({"all": true})).await;
+        clients.push(c);
+    }
+    let head = env.store.last_position().await.unwrap();
+    env.advance(6).await;
+    let last = env.store.last_position().await.unwrap();
+    let expect: Vec<i64> = ((head + 1)..=last).collect();
+    assert!(!expect.is_empty());
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut frames = Vec::new();
+                while positions(&frames).last().copied() < Some(last) {
+                    frames.push(c.recv().await);
+                }
+                frames.extend(c.drain(Duration::from_millis(200)).await);
+                c.send(json!({"type":"ping"})).await;
+                let pong = c.recv().await;
+                (positions(&frames), pong)
+            })
+        })
+        .collect();
+    for r in readers {
+        let (got, pong) = r.await.unwrap();
+        assert_eq!(got, expect);
+        assert_eq!(pong["type"], "pong");
+    }
+}
+
 #[tokio::test]
 async fn filters_aliases_and_one_delivery_per_event() {
     let mut env = Env::new(HubConfig::default()).await;

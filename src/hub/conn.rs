@@ -126,8 +126,11 @@ fn eq_ct(a: &str, b: &str) -> bool {
 /// The socket of an upgraded connection.
 type Socket = TokioIo<hyper::upgrade::Upgraded>;
 
+/// The socket side a link writes to.
+pub(crate) type LinkIo = WriteHalf<Socket>;
+
 /// A connection's outgoing side, as the hub holds it.
-pub(crate) type ConnLink = Link<WriteHalf<Socket>>;
+pub(crate) type ConnLink = Link<LinkIo>;
 
 /// Largest WebSocket message the server reads at all; between the protocol's 4096 bytes and
 /// this, a message is answered with `PAYLOAD_TOO_LARGE` and the socket stays open; beyond it the

@@ -4,8 +4,8 @@
 //! whoever is at hand, without waking the connection's writer task:
 //!
 //! - the feeder queues a page's frames to every connection under the registry lock, then writes
-//!   the queued connections out in parallel chunks, one per runtime worker ([`drain_all`]); a
-//!   commit's fan-out is one non-blocking write per connection and no task wake-up;
+//!   the queued connections out on every CPU at once (`fanout`); a commit's fan-out is one
+//!   non-blocking write per connection and no task wake-up;
 //! - a connection's reader writes its own answers (acknowledgements, errors, replays, the pongs and
 //!   close replies tungstenite makes) right after queueing them;
 //! - the connection's writer task (`conn::writer`) takes over only when the socket is full: a
@@ -17,7 +17,6 @@
 //! The invariant after every write attempt: the outbox is empty, or the link is blocked (the
 //! writer owns it), or the link is finished.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -291,6 +290,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
             Poll::Pending => {
                 // The socket registered a waker that wakes nobody: the writer polls it again
                 // with its own and waits.
+                metrics::counter!("fluxora_ws_socket_full_total").increment(1);
                 st.blocked = true;
                 if let Some(w) = &st.writer {
                     w.wake_by_ref();
@@ -429,42 +429,6 @@ impl<W: AsyncWrite + Unpin> Link<W> {
 fn flush_batches<W>(st: &mut State<W>) {
     for b in std::mem::take(&mut st.batches) {
         st.outbox.push(wire::text(&batch_frame(&b.events)));
-    }
-}
-
-/// Writes every link in `links` (each queued something), spread over the runtime's workers: the
-/// caller and one task per other worker take the next few links from a shared cursor until none
-/// is left, so a worker that shares its core with another process does less and all finish
-/// together. Each yields to other tasks as its cooperative budget runs out.
-pub(crate) async fn drain_all<W: AsyncWrite + Unpin + Send + 'static>(links: Vec<Arc<Link<W>>>) {
-    /// Below this, the caller writes them all.
-    const PARALLEL_FROM: usize = 512;
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    let links: Arc<[Arc<Link<W>>]> = links.into();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut helpers = tokio::task::JoinSet::new();
-    if links.len() >= PARALLEL_FROM {
-        for _ in 1..workers {
-            helpers.spawn(write_from(links.clone(), next.clone()));
-        }
-    }
-    write_from(links, next).await;
-    while helpers.join_next().await.is_some() {}
-}
-
-/// Writes the links from the shared cursor on, a few at a time, until none is left.
-async fn write_from<W: AsyncWrite + Unpin>(links: Arc<[Arc<Link<W>>]>, next: Arc<AtomicUsize>) {
-    /// Links taken at a time.
-    const STEP: usize = 32;
-    loop {
-        let from = next.fetch_add(STEP, Ordering::Relaxed);
-        if from >= links.len() {
-            return;
-        }
-        for l in &links[from..(from + STEP).min(links.len())] {
-            l.write();
-            tokio::task::coop::consume_budget().await;
-        }
     }
 }
 

@@ -18,6 +18,7 @@
 //! delivered from the abandoned branch after the notice. See `conn.rs` for the connection side.
 
 pub mod conn;
+pub(crate) mod fanout;
 pub(crate) mod link;
 pub mod protocol;
 pub mod render;
@@ -26,7 +27,7 @@ pub mod wire;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
@@ -149,7 +150,7 @@ impl ConnEntry {
     }
 
     /// Queues `out`; when the link needs writing, adds it to `dirty` (the caller writes those
-    /// after releasing the registry, see [`link::drain_all`]).
+    /// after releasing the registry, see [`Hub::write_links`]).
     pub fn queue(&mut self, out: Out, dirty: &mut Vec<Arc<ConnLink>>) -> bool {
         match self.link.push(out) {
             Some(write) => {
@@ -406,6 +407,8 @@ pub struct Hub {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Streams' parties as last rendered (who a rollback concerns).
     parties: Mutex<HashMap<u64, Parties>>,
+    /// The fan-out threads, started at the first large fan-out.
+    fanout: OnceLock<Option<fanout::Fanout<conn::LinkIo>>>,
 }
 
 /// A reserved connection slot, released on drop (also when an upgrade never completes).
@@ -463,6 +466,7 @@ impl Hub {
             closed: Notify::new(),
             shutdown,
             parties: Mutex::new(HashMap::new()),
+            fanout: OnceLock::new(),
         });
         for w in wakes {
             hub.spawn_wake(w);
@@ -534,6 +538,11 @@ impl Hub {
                 return self.connections() == 0;
             }
         }
+    }
+
+    /// Writes the links the feeder queued frames to (see `fanout`).
+    async fn write_links(&self, links: Vec<Arc<ConnLink>>) {
+        fanout::write_all(&self.fanout, links).await;
     }
 
     /// The limits and batching of a connection's link.
@@ -731,7 +740,7 @@ impl Hub {
                 };
                 let t2 = t0.elapsed();
                 // The writes, outside the registry lock, spread over the runtime's workers.
-                link::drain_all(dirty).await;
+                self.write_links(dirty).await;
                 tracing::trace!(
                     events = part.len(),
                     frames = sent,
@@ -800,7 +809,7 @@ impl Hub {
                 }
             }
             let dirty = self.announce(&n, &parties);
-            link::drain_all(dirty).await;
+            self.write_links(dirty).await;
         }
         Ok(())
     }
