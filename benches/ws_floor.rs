@@ -1,14 +1,17 @@
 //! The machine's floor under `benches/ws.rs`: the same fan-out without WebSocket, hub, store or
-//! ingestion. A server process accepts 10,000 loopback TCP connections (each with its own task
-//! and bounded queue, as the hub's writers have) and, 4 times a second, queues one buffer of
-//! `FLUXORA_FLOOR_BYTES` (default 5,000: about what one commit of the ws bench sends each
-//! subscriber, three ~1.6 KB frames) to every connection; a child process (this binary
-//! re-executed, one thread, as the ws bench's swarm) reads them and records the latency from the
-//! send time stamped in the buffer. `FLUXORA_FLOOR_DIRECT=1` writes from two plain threads
-//! instead of one task per connection (the kernel's share alone).
+//! ingestion. A server process accepts 10,000 loopback TCP connections and, 4 times a second,
+//! sends one buffer of `FLUXORA_FLOOR_BYTES` (default 5,000: about what one commit of the ws
+//! bench sends each subscriber, three ~1.6 KB frames) to every connection; a child process (this
+//! binary re-executed, one thread, as the ws bench's swarm) reads them and records the latency
+//! from the send time stamped in the buffer.
+//!
+//! Two ways to write: by default each connection has its own task and bounded queue (as the
+//! hub's writer tasks used to write every frame); `FLUXORA_FLOOR_DIRECT=1` writes as the hub's
+//! fan-out does now, from one plain thread per CPU, pinned to it, taking sockets from a shared
+//! cursor (the kernel's share alone).
 //!
 //! Prints `ws_floor subscribers=<n> bytes=<n> mode=<tasks|direct> p50_ms=<n> p99_ms=<n>`. Read
-//! the ws bench's p99 against it: what lies between is the hub's own cost.
+//! the ws bench's p99 against the direct mode's: what lies between is the hub's own cost.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,18 +125,32 @@ async fn sender(n: usize, size: usize) {
             socks.push(s.into_std().unwrap());
         }
         let socks = Arc::new(socks);
+        // As the hub's fan-out threads (`src/hub/fanout.rs`): one per CPU, pinned to it, each
+        // taking the next 32 sockets from a shared cursor.
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         tokio::time::sleep(Duration::from_secs(1)).await;
         let start = Instant::now();
         while start.elapsed() < window {
             let b = stamped();
-            let threads: Vec<_> = (0..2usize)
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let threads: Vec<_> = (0..cpus)
                 .map(|t| {
-                    let socks = socks.clone();
-                    let b = b.clone();
+                    let (socks, b, next) = (socks.clone(), b.clone(), next.clone());
+                    let core = cores.get(t).copied();
                     std::thread::spawn(move || {
                         use std::io::Write;
-                        for mut s in socks.iter().skip(t).step_by(2) {
-                            let _ = s.write(&b);
+                        if let Some(c) = core {
+                            core_affinity::set_for_current(c);
+                        }
+                        loop {
+                            let from = next.fetch_add(32, std::sync::atomic::Ordering::Relaxed);
+                            if from >= socks.len() {
+                                break;
+                            }
+                            for mut s in &socks[from..(from + 32).min(socks.len())] {
+                                let _ = s.write(&b);
+                            }
                         }
                     })
                 })

@@ -6,9 +6,10 @@
 //! position, so a missed wake-up loses nothing). Each pass first compares the store's epoch with
 //! the one it served: a difference means rollbacks, read from the reorg log and announced to the
 //! affected connections (`{"type":"rollback",…}`) before anything else. Then it reads the events
-//! after the last position it dispatched, renders each one once, and hands the shared frame to the
-//! bounded queue of every connection whose subscriptions match (`try_send`: a full queue closes
-//! that connection as a slow consumer; the others never wait).
+//! after the last position it dispatched, renders each one once, and queues the shared frame on
+//! the link of every connection whose subscriptions match (`link.rs`: a bounded queue; over its
+//! limits the connection is closed as a slow consumer, the others never wait), then writes the
+//! queued links out on every CPU at once (`fanout.rs`).
 //!
 //! A subscription with `resume_from` is registered *pending* under the registry lock at the
 //! feeder's current head `H`: the connection replays the stored matching events in

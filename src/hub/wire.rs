@@ -2,8 +2,8 @@
 //!
 //! Server frames are unmasked (RFC 6455 §5.1), so a frame's bytes are the same for every
 //! connection: each event is framed once when it is rendered ([`text`]) and a page of events once
-//! per page, and a connection's writer hands those shared bytes to the socket as they are. No
-//! per-connection framing or copying on the fan-out path; at 10,000 subscribers that was a
+//! per page, and whoever writes a connection hands those shared bytes to the socket as they are.
+//! No per-connection framing or copying on the fan-out path; at 10,000 subscribers that was a
 //! fifth of the hub's CPU.
 //!
 //! tungstenite still parses what clients send (masking, fragmentation, limits, UTF-8) through
