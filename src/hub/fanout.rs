@@ -34,7 +34,10 @@ struct Job<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Job<W> {
+    /// Writes links from the shared cursor on until none is left, then counts this thread done
+    /// (also if a write panics: the feeder is never left waiting).
     fn run(&self) {
+        let _done = Done(self);
         loop {
             let from = self.next.fetch_add(STEP, Ordering::Relaxed);
             if from >= self.links.len() {
@@ -44,6 +47,10 @@ impl<W: AsyncWrite + Unpin> Job<W> {
                 l.write();
             }
         }
+    }
+
+    /// One thread fewer to wait for; the last one tells the feeder.
+    fn done(&self) {
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
             let done = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(tx) = done {
@@ -53,15 +60,24 @@ impl<W: AsyncWrite + Unpin> Job<W> {
     }
 }
 
+struct Done<'a, W: AsyncWrite + Unpin>(&'a Job<W>);
+
+impl<W: AsyncWrite + Unpin> Drop for Done<'_, W> {
+    fn drop(&mut self) {
+        self.0.done();
+    }
+}
+
 /// The pool of fan-out threads.
 pub(crate) struct Fanout<W> {
     threads: Vec<mpsc::Sender<Arc<Job<W>>>>,
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> Fanout<W> {
-    /// One thread per CPU this process may use, pinned when the process may run on exactly as
-    /// many CPUs as it is allowed to use (not under a smaller CPU quota, where pinning would tie
-    /// it to CPUs it may not be getting). `None` on a single CPU, or when no thread can start.
+    /// One thread per CPU this process may use, each pinned to one of the CPUs it may run on when
+    /// those are as many (not under a smaller CPU quota, where pinning would tie it to CPUs it
+    /// may not be getting). `None` on a single CPU, or when fewer than two threads start (the
+    /// feeder then writes).
     pub fn start() -> Option<Fanout<W>> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         if cpus < 2 {
@@ -91,7 +107,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Fanout<W> {
             match started {
                 Ok(_) => threads.push(tx),
                 Err(e) => {
-                    tracing::warn!(error = %e, "hub: no fan-out thread could start; writing from the feeder");
+                    tracing::warn!(error = %e, "hub: a fan-out thread could not start");
                     break;
                 }
             }
@@ -116,11 +132,19 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Fanout<W> {
             left: AtomicUsize::new(self.threads.len()),
             done: Mutex::new(Some(tx)),
         });
+        let mut started = 0;
         for t in &self.threads {
-            if t.send(job.clone()).is_err() {
-                // A thread that is gone (it cannot be: they live as long as the pool) leaves
-                // its share to the others; it still counts as done.
-                job.run();
+            if t.send(job.clone()).is_ok() {
+                started += 1;
+            } else {
+                // A thread that is gone (it panicked) counts as done: the others take its
+                // share from the cursor.
+                job.done();
+            }
+        }
+        if started == 0 {
+            for l in &job.links {
+                l.write();
             }
         }
         let _ = rx.await;
