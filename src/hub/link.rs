@@ -131,9 +131,9 @@ struct State<W> {
     closing: bool,
     /// A close frame was queued (by tungstenite, answering the client's).
     close_sent: bool,
-    /// Nothing is written any more (the writer ended, or a write failed).
+    /// Nothing is written any more: a write failed, or the writer ended (while the writer runs,
+    /// only a failed write sets it).
     finished: bool,
-    failed: bool,
     /// The batches changed: the writer re-arms its timer.
     rearm: bool,
     /// The writer task, to wake when it has to take over.
@@ -170,7 +170,6 @@ impl<W: AsyncWrite + Unpin> Link<W> {
                 closing: false,
                 close_sent: false,
                 finished: false,
-                failed: false,
                 rearm: false,
                 writer: None,
             }),
@@ -280,7 +279,6 @@ impl<W: AsyncWrite + Unpin> Link<W> {
         match st.outbox.poll_write_all(&mut st.io, &mut cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) => {
-                st.failed = true;
                 st.finished = true;
                 st.closing = true;
                 if let Some(w) = &st.writer {
@@ -319,7 +317,7 @@ impl<W: AsyncWrite + Unpin> Link<W> {
         if !st.writer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             st.writer = Some(cx.waker().clone());
         }
-        if st.failed {
+        if st.finished {
             return Poll::Ready(WriterWake::Failed);
         }
         if std::mem::take(&mut st.rearm) {
@@ -329,7 +327,6 @@ impl<W: AsyncWrite + Unpin> Link<W> {
         match st.outbox.poll_write_all(&mut st.io, cx) {
             Poll::Ready(Ok(())) => st.blocked = false,
             Poll::Ready(Err(_)) => {
-                st.failed = true;
                 st.finished = true;
                 st.closing = true;
                 return Poll::Ready(WriterWake::Failed);
