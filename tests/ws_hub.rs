@@ -163,6 +163,18 @@ impl Env {
         Client::connect(&self.url()).await
     }
 
+    /// A WebSocket whose socket has a 2 KiB receive buffer: what it does not read soon fills
+    /// the server's side.
+    async fn small_buffer_ws(&self) -> Ws {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(2048).unwrap();
+        let tcp = sock.connect(self.addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(self.url(), MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+        ws
+    }
+
     /// A stream with events, and its parties.
     async fn some_stream(&self) -> (u64, String, String) {
         let streams = self
@@ -898,13 +910,9 @@ async fn a_slow_consumer_over_the_byte_limit_is_closed() {
 async fn a_paused_reader_gets_everything_in_order_when_it_reads_again() {
     let mut env = Env::new(HubConfig::default()).await;
     env.advance(2).await;
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(2048).unwrap();
-    let tcp = sock.connect(env.addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(env.url(), MaybeTlsStream::Plain(tcp))
-        .await
-        .unwrap();
-    let mut paused = Client { ws };
+    let mut paused = Client {
+        ws: env.small_buffer_ws().await,
+    };
     paused.subscribe(json!({"all": true})).await;
     let mut live = env.client().await;
     live.subscribe(json!({"all": true})).await;
@@ -939,12 +947,7 @@ async fn slow_consumer(cfg: HubConfig) {
     let mut env = Env::new(cfg).await;
     env.advance(2).await;
     // A client with a tiny receive buffer that never reads.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(2048).unwrap();
-    let tcp = sock.connect(env.addr).await.unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(env.url(), MaybeTlsStream::Plain(tcp))
-        .await
-        .unwrap();
+    let mut slow = env.small_buffer_ws().await;
     slow.send(Message::text(r#"{"type":"subscribe","all":true}"#))
         .await
         .unwrap();

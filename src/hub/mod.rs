@@ -558,7 +558,7 @@ impl Hub {
 
     pub(crate) fn register(&self, link: Arc<ConnLink>) -> ConnId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let cap = self.cfg.send_queue.max(16) * 4;
+        let cap = self.link_cfg().queue * 4;
         let mut r = self.registry();
         // Checked under the registry lock, which the shutdown sweep holds: a connection that
         // registers after the sweep closes at once.
@@ -672,7 +672,8 @@ impl Hub {
             let head = self.registry().head;
             let cursor = self.store.cursor().await?.map(|c| c.ledger);
             // Pages a quarter of a connection's queue: a healthy consumer drains between them.
-            let page = (self.cfg.send_queue / 4).clamp(1, 500) as u32;
+            let limits = self.link_cfg();
+            let page = (limits.queue / 4).clamp(1, 500) as u32;
             let events = self.store.events_after(head, page).await?;
             if events.is_empty() {
                 if self.store.epoch().await? != epoch {
@@ -706,7 +707,7 @@ impl Hub {
                 .map(|r| Arc::new(r.live(epoch, false)))
                 .collect();
             // Dispatched in parts of at most a quarter of a connection's byte limit too.
-            let max_bytes = (self.cfg.send_queue_bytes / 4).max(1);
+            let max_bytes = (limits.queue_bytes / 4).max(1);
             let mut head = head;
             let mut rest = live.as_slice();
             while !rest.is_empty() {

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const OP_TEXT: u8 = 0x1;
 const OP_CLOSE: u8 = 0x8;
@@ -160,12 +160,6 @@ impl Outbox {
         }
         Poll::Ready(Ok(()))
     }
-
-    /// Writes everything.
-    pub async fn drain<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> std::io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_write_all(io, cx)).await?;
-        io.flush().await
-    }
 }
 
 /// The socket as tungstenite sees it: reads go to the connection's read half; its writes (pongs,
@@ -279,7 +273,9 @@ mod tests {
             b.read_to_end(&mut got).await.unwrap();
             got
         });
-        out.drain(&mut a).await.unwrap();
+        std::future::poll_fn(|cx| out.poll_write_all(&mut a, cx))
+            .await
+            .unwrap();
         drop(a);
         assert_eq!(reader.await.unwrap(), expect);
     }
